@@ -52,8 +52,7 @@ static const struct command commands[] = {
 int cli_main(int argc, char **argv, mpos_crypto_ctx *cc)
 {
     if (argc < 2) {
-        fputs(usage, cli_io.err != NULL ? cli_io.err : stderr);
-        return CLI_USAGE;
+        return cli_error(CLI_USAGE, "missing command (try --help)");
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
