@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 
 #include "mpos/crypto.h"
 #include "mpos/util.h"
@@ -111,7 +114,7 @@ static void test_cmac(void **state)
     assert_int_equal(mpos_cmac(&cc, MPOS_CIPHER_AES, key, 16, data, 16, mac), MPOS_OK);
     tu_hex("070A16B46B4D4144F79BDD9DD04A287C", expect, sizeof(expect));
     assert_memory_equal(mac, expect, 16);
-    /* SP 800-38B D.4? No: the TDES example of published.tsv, CMAC-TDES 2-key */
+    /* CMAC-TDES 2-key: the openemv/crypto example of published.tsv */
     uint8_t k2[16];
     tu_hex("0123456789ABCDEF23456789ABCDEF01", k2, sizeof(k2));
     assert_int_equal(mpos_cmac(&cc, MPOS_CIPHER_TDES, k2, 16, data, 16, mac), MPOS_OK);
@@ -142,6 +145,52 @@ static void test_aesni_matches_libcrypto(void **state)
     mpos_crypto_set_aesni(&cc, 1);
 }
 
+/* libcrypto's own CMAC (EVP_MAC), the reference for the facade's CMAC mode. */
+static void reference_cmac(const char *cbc_name, const uint8_t *key, size_t key_len,
+                           const uint8_t *data, size_t len, uint8_t *mac, size_t block)
+{
+    EVP_MAC *m = EVP_MAC_fetch(NULL, "CMAC", NULL);
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(m);
+    OSSL_PARAM params[2] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, (char *)cbc_name, 0),
+        OSSL_PARAM_construct_end()};
+    size_t outl = 0;
+    assert_non_null(ctx);
+    assert_int_equal(EVP_MAC_init(ctx, key, key_len, params), 1);
+    assert_int_equal(EVP_MAC_update(ctx, data, len), 1);
+    assert_int_equal(EVP_MAC_final(ctx, mac, &outl, block), 1);
+    assert_int_equal(outl, block);
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(m);
+}
+
+/* The facade's SP 800-38B mode equals EVP_MAC CMAC for every cipher, key length and message
+ * length 0..600 (empty, partial, whole and multi-chunk messages). */
+static void test_cmac_matches_libcrypto(void **state)
+{
+    (void)state;
+    static const struct {
+        enum mpos_cipher cipher;
+        size_t key_len;
+        const char *name;
+    } cases[] = {{MPOS_CIPHER_AES, 16, "AES-128-CBC"},   {MPOS_CIPHER_AES, 24, "AES-192-CBC"},
+                 {MPOS_CIPHER_AES, 32, "AES-256-CBC"},   {MPOS_CIPHER_TDES, 16, "DES-EDE-CBC"},
+                 {MPOS_CIPHER_TDES, 24, "DES-EDE3-CBC"}, {MPOS_CIPHER_SM4, 16, "SM4-CBC"}};
+    static uint8_t data[600];
+    assert_int_equal(mpos_random_bytes(data, sizeof(data)), MPOS_OK);
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        size_t block = mpos_cipher_block_len(cases[c].cipher);
+        for (size_t len = 0; len <= sizeof(data); len += (len < 70 ? 1 : 53)) {
+            uint8_t key[32], got[16], want[16];
+            assert_int_equal(mpos_random_bytes(key, cases[c].key_len), MPOS_OK);
+            assert_int_equal(mpos_cmac(&cc, cases[c].cipher, key, cases[c].key_len, data, len, got),
+                             MPOS_OK);
+            reference_cmac(cases[c].name, key, cases[c].key_len, data, len, want, block);
+            assert_memory_equal(got, want, block);
+        }
+    }
+}
+
 static void test_random(void **state)
 {
     (void)state;
@@ -154,8 +203,11 @@ static void test_random(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known_answers), cmocka_unit_test(test_cbc_and_lengths),
-        cmocka_unit_test(test_cmac),          cmocka_unit_test(test_aesni_matches_libcrypto),
+        cmocka_unit_test(test_known_answers),
+        cmocka_unit_test(test_cbc_and_lengths),
+        cmocka_unit_test(test_cmac),
+        cmocka_unit_test(test_aesni_matches_libcrypto),
+        cmocka_unit_test(test_cmac_matches_libcrypto),
         cmocka_unit_test(test_random),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -12,13 +12,34 @@ struct cli_io cli_io;
 int cli_error(int code, const char *fmt, ...)
 {
     FILE *err = cli_io.err != NULL ? cli_io.err : stderr;
+    char msg[256] = "";
     va_list ap;
-    fputs("mpos-crypto: ", err);
     va_start(ap, fmt);
-    vfprintf(err, fmt, ap);
+    if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0) {
+        msg[0] = '\0';
+    }
     va_end(ap);
-    fputc('\n', err);
+    /* Always one line: an argument echoed in the message may hold newlines or escapes. */
+    for (char *p = msg; *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7F) {
+            *p = '?';
+        }
+    }
+    fprintf(err, "mpos-crypto: %s\n", msg);
     return code;
+}
+
+/* Only a name made of lowercase letters and '-' is echoed in a message: anything else could be
+ * a PIN, a PAN or a key typed in the wrong place. */
+static const char *echo_safe(const char *word)
+{
+    size_t n = 0;
+    for (; word[n] != '\0'; n++) {
+        if (n >= 24 || !((word[n] >= 'a' && word[n] <= 'z') || word[n] == '-')) {
+            return "(not shown)";
+        }
+    }
+    return n > 0 ? word : "(empty)";
 }
 
 int cli_parse(int argc, char **argv, struct cli_opt *opts, size_t nopts, const char *help)
@@ -33,14 +54,15 @@ int cli_parse(int argc, char **argv, struct cli_opt *opts, size_t nopts, const c
             return CLI_HELP;
         }
         if (strncmp(a, "--", 2) != 0) {
-            return cli_error(CLI_USAGE, "unexpected argument '%.40s' (try --help)", a);
+            return cli_error(
+                CLI_USAGE, "unexpected argument %d: values follow an --option (try --help)", i + 1);
         }
         size_t j = 0;
         while (j < nopts && strcmp(opts[j].name, a + 2) != 0) {
             j++;
         }
         if (j == nopts) {
-            return cli_error(CLI_USAGE, "unknown option '%.40s' (try --help)", a);
+            return cli_error(CLI_USAGE, "unknown option '%s' (try --help)", echo_safe(a));
         }
         if (opts[j].value != NULL) {
             return cli_error(CLI_USAGE, "option --%s given twice", opts[j].name);
@@ -55,6 +77,11 @@ int cli_parse(int argc, char **argv, struct cli_opt *opts, size_t nopts, const c
         }
     }
     return CLI_OK;
+}
+
+const char *cli_echo_safe(const char *word)
+{
+    return echo_safe(word);
 }
 
 const char *cli_get(const struct cli_opt *opts, size_t nopts, const char *name)

@@ -30,6 +30,10 @@ extern struct cli_io cli_io;
  * Unknown, repeated or valueless options: one error line, CLI_USAGE. */
 int cli_parse(int argc, char **argv, struct cli_opt *opts, size_t nopts, const char *help);
 
+/* word itself if it is safe to echo in an error message (lowercase letters and '-'), else a
+ * placeholder: a misplaced PIN, PAN or key must never reach stderr. */
+const char *cli_echo_safe(const char *word);
+
 /* The value of an option, or NULL. */
 const char *cli_get(const struct cli_opt *opts, size_t nopts, const char *name);
 

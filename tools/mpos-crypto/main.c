@@ -65,5 +65,5 @@ int cli_main(int argc, char **argv, mpos_crypto_ctx *cc)
             return rc == CLI_HELP ? CLI_OK : rc;
         }
     }
-    return cli_error(CLI_USAGE, "unknown command '%.40s' (try --help)", argv[1]);
+    return cli_error(CLI_USAGE, "unknown command '%s' (try --help)", cli_echo_safe(argv[1]));
 }
