@@ -2,7 +2,8 @@
  *
  * ISO/IEC 9797-1:2011 MAC algorithm 1 (CBC-MAC) and algorithm 3 (ANSI X9.19 retail MAC) with
  * padding methods 1 and 2; the UnionPay POS "ECB" MAC (TDES and SM4). CMAC is
- * mpos_cmac() of mpos/crypto.h. All MACs are computed in full; callers truncate.
+ * mpos_cmac() of mpos/crypto.h. All MACs are computed in full; callers truncate. On error the
+ * one-shot functions zero their MAC output.
  */
 #ifndef MPOS_MAC_H
 #define MPOS_MAC_H
@@ -30,7 +31,11 @@ int mpos_mac_iso9797_alg3(mpos_crypto_ctx *cc, const uint8_t *key, size_t key_le
                           uint8_t mac[8]) MPOS_MUST_CHECK;
 
 /* UnionPay POS "ECB" MAC (docs/mpos-crypto.md, mac cup-ecb / cup-ecb-sm4). cipher is
- * MPOS_CIPHER_TDES (8 or 16-byte MAK, mac 8 bytes) or MPOS_CIPHER_SM4 (16 bytes, mac 16). */
+ * MPOS_CIPHER_TDES (8 or 16-byte MAK, mac 8 bytes) or MPOS_CIPHER_SM4 (16 bytes, mac 16).
+ * R = XOR of the zero-padded blocks; H = uppercase ASCII hex of R; X = E(K, H left half)
+ * XOR H right half; mac = E(K, X). For interoperability only: the MAC depends on nothing but
+ * the XOR of the blocks, so reordered blocks, trailing zero bytes or two compensating changes
+ * keep it; it is not a secure MAC. */
 int mpos_mac_cup_ecb(mpos_crypto_ctx *cc, enum mpos_cipher cipher, const uint8_t *key,
                      size_t key_len, const uint8_t *data, size_t data_len,
                      uint8_t *mac) MPOS_MUST_CHECK;
