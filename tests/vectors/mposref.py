@@ -21,7 +21,8 @@ Readings chosen where the contract leaves room (each is also noted where it is a
      derivation data ID || FFFFFFFF. (Confirmed by the published X9.24-3 vector.)
   R3 AES DUKPT working keys are the raw derivation output: 2tdea/3tdea keys get no parity
      adjustment. Algorithm indicators: 2tdea 0, 3tdea 1, aes128 2, aes192 3, aes256 4,
-     hmac128 5, hmac192 6, hmac256 7; length field in bits.
+     HMAC is one algorithm indicator, 0005, for every size (X9.24-3-2017 6.3.2 Tables 2
+     and 3: the length field carries the HMAC key size); length field in bits.
   R4 AES DUKPT: "longer than the BDK" compares key lengths in bits (2tdea/hmac128 = 128,
      3tdea/hmac192 = 192, hmac256 = 256): an AES-128 BDK refuses 3tdea, aes192, hmac192 ...
   R5 `emv sk`: both methods print the session key with odd parity (the published EMV
@@ -208,8 +209,8 @@ AES_DUKPT_KEY_TYPES = {
     "aes192": (3, 192),
     "aes256": (4, 256),
     "hmac128": (5, 128),
-    "hmac192": (6, 192),
-    "hmac256": (7, 256),
+    "hmac192": (5, 192),
+    "hmac256": (5, 256),
 }
 AES_DUKPT_USAGES = {
     "kek": 0x0002,  # R2
