@@ -212,8 +212,8 @@ static void cmac_double(uint8_t *out, const uint8_t *in, size_t block)
     for (size_t i = 0; i + 1 < block; i++) {
         out[i] = (uint8_t)((in[i] << 1) | (in[i + 1] >> 7));
     }
-    out[block - 1] =
-        (uint8_t)((in[block - 1] << 1) ^ ((0u - carry) & (block == 16 ? 0x87u : 0x1Bu)));
+    unsigned rb = block == 16 ? 0x87u : 0x1Bu;
+    out[block - 1] = (uint8_t)(((unsigned)in[block - 1] << 1) ^ ((0u - carry) & rb));
 }
 
 /* CMAC is built here on the prepared cipher contexts rather than on EVP_MAC: re-keying an

@@ -91,7 +91,8 @@ int cli_cmd_mac(int argc, char **argv, mpos_crypto_ctx *cc)
         }
     }
     if (a == NULL) {
-        rc = cli_error(CLI_USAGE, "--alg: unknown algorithm '%s' (try --help)", cli_echo_safe(alg_s));
+        rc = cli_error(CLI_USAGE, "--alg: unknown algorithm '%s' (try --help)",
+                       cli_echo_safe(alg_s));
         goto exit;
     }
     if (pad_s != NULL) {

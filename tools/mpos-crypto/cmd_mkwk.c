@@ -98,5 +98,6 @@ int cli_cmd_mkwk(int argc, char **argv, mpos_crypto_ctx *cc)
     if (strcmp(argv[1], "unwrap") == 0) {
         return mkwk_unwrap(argc - 2, argv + 2, cc);
     }
-    return cli_error(CLI_USAGE, "mkwk: unknown subcommand '%s' (try --help)", cli_echo_safe(argv[1]));
+    return cli_error(CLI_USAGE, "mkwk: unknown subcommand '%s' (try --help)",
+                     cli_echo_safe(argv[1]));
 }
