@@ -7,7 +7,9 @@
  */
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include "aes_ni.h"
@@ -82,16 +84,34 @@ int mpos_crypto_init(mpos_crypto_ctx *cc)
     }
     memset(cc, 0, sizeof(*cc));
     int rc = MPOS_ERR_CRYPTO;
+    static const uint8_t warmup_key[24] = {0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF,
+                                         0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54, 0x32, 0x10,
+                                         0x89, 0xAB, 0xCD, 0xEF, 0x01, 0x23, 0x45, 0x67};
+    static const size_t key_lens[MPOS_CTX_COUNT] = {16, 24, 16, 24, 32, 16};
+    EVP_MAC *cmac = EVP_MAC_fetch(NULL, "CMAC", NULL);
+    if (cmac == NULL) {
+        goto exit;
+    }
     for (int i = 0; i < MPOS_CTX_COUNT; i++) {
         EVP_CIPHER *ecb = EVP_CIPHER_fetch(NULL, ecb_names[i], NULL);
         EVP_CIPHER *cbc = EVP_CIPHER_fetch(NULL, cbc_names[i], NULL);
         cc->ecb[i] = EVP_CIPHER_CTX_new();
         cc->cbc[i] = EVP_CIPHER_CTX_new();
+        cc->cmac[i] = EVP_MAC_CTX_new(cmac);
         int ok = ecb != NULL && cbc != NULL && cc->ecb[i] != NULL && cc->cbc[i] != NULL &&
+                 cc->cmac[i] != NULL &&
                  EVP_CipherInit_ex2(cc->ecb[i], ecb, NULL, NULL, 1, NULL) == 1 &&
                  EVP_CipherInit_ex2(cc->cbc[i], cbc, NULL, NULL, 1, NULL) == 1 &&
                  EVP_CIPHER_CTX_set_padding(cc->ecb[i], 0) == 1 &&
                  EVP_CIPHER_CTX_set_padding(cc->cbc[i], 0) == 1;
+        if (ok) {
+            /* Key the CMAC context once now (a fixed non-secret key with distinct DES halves):
+             * its first keying creates the cipher context inside; later ones reuse it. */
+            OSSL_PARAM params[2] = {
+                OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, (char *)cbc_names[i], 0),
+                OSSL_PARAM_construct_end()};
+            ok = EVP_MAC_init(cc->cmac[i], warmup_key, key_lens[i], params) == 1;
+        }
         EVP_CIPHER_free(ecb);
         EVP_CIPHER_free(cbc);
         if (!ok) {
@@ -108,6 +128,7 @@ int mpos_crypto_init(mpos_crypto_ctx *cc)
     cc->ready = 1;
     rc = MPOS_OK;
 exit:
+    EVP_MAC_free(cmac);
     if (rc != MPOS_OK) {
         mpos_crypto_clear(cc);
     }
@@ -122,6 +143,7 @@ void mpos_crypto_clear(mpos_crypto_ctx *cc)
     for (int i = 0; i < MPOS_CTX_COUNT; i++) {
         EVP_CIPHER_CTX_free(cc->ecb[i]); /* frees and cleanses the key schedule */
         EVP_CIPHER_CTX_free(cc->cbc[i]);
+        EVP_MAC_CTX_free(cc->cmac[i]);
     }
     memset(cc, 0, sizeof(*cc));
 }
@@ -204,34 +226,14 @@ int mpos_aes_encrypt_block(mpos_crypto_ctx *cc, const uint8_t *key, size_t key_l
     return mpos_cipher_ecb(cc, MPOS_CIPHER_AES, 1, key, key_len, in, out, 16);
 }
 
-/* NIST SP 800-38B 6.1: K1 = L << 1 xor Rb if msb(L), K2 likewise from K1, without a branch on
- * the secret bit. Rb is 0x87 for 128-bit blocks and 0x1B for 64-bit blocks (5.3). */
-static void cmac_double(uint8_t *out, const uint8_t *in, size_t block)
-{
-    uint8_t carry = (uint8_t)(in[0] >> 7);
-    for (size_t i = 0; i + 1 < block; i++) {
-        out[i] = (uint8_t)((in[i] << 1) | (in[i + 1] >> 7));
-    }
-    unsigned rb = block == 16 ? 0x87u : 0x1Bu;
-    out[block - 1] = (uint8_t)(((unsigned)in[block - 1] << 1) ^ ((0u - carry) & rb));
-}
-
-/* CMAC is built here on the prepared cipher contexts rather than on EVP_MAC: re-keying an
- * EVP_MAC CMAC context makes libcrypto free and reallocate its cipher context on every call
- * (found by tests/unit/test_noalloc.c). tests/unit/test_crypto.c checks this mode against
- * libcrypto's EVP_MAC CMAC on random keys and lengths for every cipher. */
 int mpos_cmac(mpos_crypto_ctx *cc, enum mpos_cipher cipher, const uint8_t *key, size_t key_len,
               const uint8_t *data, size_t data_len, uint8_t *mac)
 {
     uint8_t expanded[16];
-    uint8_t sub[MPOS_MAX_BLOCK_LEN];  /* L, then K1 or K2 */
-    uint8_t last[MPOS_MAX_BLOCK_LEN]; /* the final block, masked with K1 or K2 */
-    uint8_t scratch[256];             /* CBC output of the full blocks, discarded */
     const uint8_t *use_key;
     size_t use_len;
+    size_t outl = 0;
     size_t block = mpos_cipher_block_len(cipher);
-    int rc = MPOS_ERR_CRYPTO;
-    int outl = 0;
     if (cc == NULL || !cc->ready || key == NULL || mac == NULL || (data == NULL && data_len > 0)) {
         return MPOS_ERR_ARG;
     }
@@ -239,55 +241,17 @@ int mpos_cmac(mpos_crypto_ctx *cc, enum mpos_cipher cipher, const uint8_t *key, 
     if (idx < 0) {
         return block == 0 ? MPOS_ERR_ARG : MPOS_ERR_KEY;
     }
-    memset(sub, 0, sizeof(sub));
-    memset(last, 0, sizeof(last));
-    /* 6.1 step 1: L = CIPH_K(0^b). */
-    if (run_cipher(cc->ecb[idx], 1, use_key, NULL, sub, sub, block) != MPOS_OK) {
-        goto exit;
-    }
-    cmac_double(sub, sub, block); /* K1 */
-    /* 6.2 steps 2-4: every block but the last goes through CBC; the last (possibly empty or
-     * partial) one is padded with 10..0 and masked with K2, or masked with K1 when full. */
-    size_t n_full = data_len == 0 ? 0 : (data_len - 1) / block;
-    size_t tail = data_len - n_full * block;
-    if (tail == block) {
-        memcpy(last, data + n_full * block, block);
+    /* NIST SP 800-38B through libcrypto's CMAC; the context was keyed once at init, so
+     * re-keying it reuses its cipher context (no allocation). */
+    int rc = MPOS_ERR_CRYPTO;
+    if (EVP_MAC_init(cc->cmac[idx], use_key, use_len, NULL) == 1 &&
+        (data_len == 0 || EVP_MAC_update(cc->cmac[idx], data, data_len) == 1) &&
+        EVP_MAC_final(cc->cmac[idx], mac, &outl, block) == 1 && outl == block) {
+        rc = MPOS_OK;
     } else {
-        if (tail > 0) {
-            memcpy(last, data + n_full * block, tail);
-        }
-        last[tail] = 0x80;
-        cmac_double(sub, sub, block); /* K2 */
-    }
-    mpos_xor(last, sub, block);
-    static const uint8_t zero_iv[MPOS_MAX_BLOCK_LEN] = {0};
-    if (EVP_CipherInit_ex2(cc->cbc[idx], NULL, use_key, zero_iv, 1, NULL) != 1) {
-        goto exit;
-    }
-    for (size_t off = 0; off < n_full * block;) {
-        size_t chunk = n_full * block - off;
-        if (chunk > sizeof(scratch)) {
-            chunk = sizeof(scratch);
-        }
-        if (EVP_CipherUpdate(cc->cbc[idx], scratch, &outl, data + off, (int)chunk) != 1) {
-            goto exit;
-        }
-        off += chunk;
-    }
-    /* 6.2 steps 5-6: the CBC chain continues into the final block; T is its output. */
-    if (EVP_CipherUpdate(cc->cbc[idx], mac, &outl, last, (int)block) != 1 ||
-        (size_t)outl != block) {
-        goto exit;
-    }
-    rc = MPOS_OK;
-exit:
-    if (rc != MPOS_OK) {
         mpos_cleanse(mac, block);
     }
     MPOS_WIPE_BUFFER(expanded);
-    MPOS_WIPE_BUFFER(sub);
-    MPOS_WIPE_BUFFER(last);
-    MPOS_WIPE_BUFFER(scratch);
     return rc;
 }
 

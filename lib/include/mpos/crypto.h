@@ -1,8 +1,8 @@
 /* openmpos: the crypto facade. Every block cipher, CMAC and random byte of the payment
  * schemes goes through here, so a device port swaps this one module (mbedTLS, a secure
  * element) and nothing else. On Linux it is OpenSSL 3's libcrypto, plus an AES-NI path for
- * the single-block, fresh-key AES operations that dominate DUKPT. CMAC (SP 800-38B) is built
- * on the prepared cipher contexts, since libcrypto's EVP_MAC reallocates on every re-key.
+ * the single-block, fresh-key AES operations that dominate DUKPT. CMAC (SP 800-38B) is libcrypto's,
+ * on contexts keyed once at init (a CMAC context allocates on its first keying only).
  *
  * A mpos_crypto_ctx is caller-allocated. mpos_crypto_init() creates the libcrypto contexts
  * once; afterwards no operation allocates memory. A context is used by one thread at a time.
@@ -27,6 +27,7 @@ enum mpos_cipher {
 #define MPOS_AES_BLOCK_LEN 16
 
 struct evp_cipher_ctx_st;
+struct evp_mac_ctx_st;
 
 /* Index of the prepared libcrypto contexts; internal. */
 enum {
@@ -42,6 +43,7 @@ enum {
 typedef struct mpos_crypto_ctx {
     struct evp_cipher_ctx_st *ecb[MPOS_CTX_COUNT];
     struct evp_cipher_ctx_st *cbc[MPOS_CTX_COUNT];
+    struct evp_mac_ctx_st *cmac[MPOS_CTX_COUNT];
     int use_aesni; /* 1 when the CPU has AES-NI and it is enabled */
     int ready;
 } mpos_crypto_ctx;
