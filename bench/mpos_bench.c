@@ -17,6 +17,9 @@
 #include "mpos/pin.h"
 #include "mpos/tr31.h"
 #include "mpos/util.h"
+#ifdef MPOS_BENCH_HSMD
+#include "bench_hsmd.h"
+#endif
 
 #define RUNS       5
 #define N_COUNTERS 4096
@@ -257,6 +260,21 @@ int main(int argc, char **argv)
         }
         fflush(stdout);
     }
+#ifdef MPOS_BENCH_HSMD
+    /* Through mpos-hsmd's socket, 8 client connections (docs/performance.md). */
+    if (only == NULL || strcmp(only, MPOS_BENCH_HSMD_NAME) == 0) {
+        double rate = 0, wall = 0;
+        if (mpos_bench_hsmd_pin_translate(MPOS_HSMD_PATH, seconds, 8, &rate, &wall) != 0) {
+            fprintf(stderr, "mpos-bench: %s failed\n", MPOS_BENCH_HSMD_NAME);
+            rc = 1;
+        } else if (tsv) {
+            printf("%s\t%.0f\tops/s\n", MPOS_BENCH_HSMD_NAME, rate);
+        } else {
+            printf("%-22s %14.0f  %s (%.0f/s wall clock as loaded)\n", MPOS_BENCH_HSMD_NAME, rate,
+                   "DUKPT PIN to ZPK through mpos-hsmd, 8 connections, per 2 cores", wall);
+        }
+    }
+#endif
     mpos_crypto_clear(&cc);
     return rc;
 }

@@ -1,0 +1,437 @@
+/* mpos-hsmd client: the typed calls, one per command (field tables in docs/hsm-protocol.md). */
+#include <string.h>
+
+#include "client.h"
+#include "mpos/util.h"
+
+static void put_kb(hsm_writer *w, unsigned tag, const struct hsm_kb_in *k)
+{
+    hsm_put_bytes(w, tag, k->text, k->len);
+}
+
+static void put_char(hsm_writer *w, unsigned tag, char ch)
+{
+    hsm_put_bytes(w, tag, &ch, 1);
+}
+
+static void put_dukpt(hsm_writer *w, const struct hsm_dukpt_ref *r)
+{
+    put_kb(w, HSM_TAG_BDK, &r->bdk);
+    hsm_put_bytes(w, HSM_TAG_KSN, r->ksn, r->ksn_len);
+    if (r->aes_key_len != 0) {
+        hsm_put_u8(w, HSM_TAG_AES_KEY_LEN, (uint8_t)r->aes_key_len);
+    }
+}
+
+/* Copies a response field into out (cap bytes); MPOS_ERR_FORMAT if absent or too long. */
+static int get(const hsm_client *c, unsigned tag, void *out, size_t cap, size_t *len)
+{
+    const uint8_t *v = NULL;
+    size_t n = 0;
+    if (hsm_msg_bytes(&c->resp, tag, &v, &n) != 0 || n > cap) {
+        return MPOS_ERR_FORMAT;
+    }
+    memcpy(out, v, n);
+    if (len != NULL) {
+        *len = n;
+    }
+    return 0;
+}
+
+static int get_kb(const hsm_client *c, unsigned tag, struct hsm_kb_out *k)
+{
+    int rc = get(c, tag, k->text, sizeof(k->text) - 1, &k->len);
+    k->text[rc == 0 ? k->len : 0] = '\0';
+    return rc;
+}
+
+static int get_text(const hsm_client *c, unsigned tag, char *out, size_t cap)
+{
+    return hsm_msg_text(&c->resp, tag, out, cap) == 0 ? 0 : MPOS_ERR_FORMAT;
+}
+
+/* Runs the exchange; on success runs the response reader; on any failure zeroes resp. */
+#define FINISH(c, w, resp, read)                                                                   \
+    do {                                                                                           \
+        int rc_ = hsm_client_exchange(c, w);                                                       \
+        if (rc_ == 0 && (read) != 0) {                                                             \
+            rc_ = MPOS_ERR_FORMAT;                                                                 \
+        }                                                                                          \
+        if (rc_ != 0 && (resp) != NULL) {                                                          \
+            mpos_cleanse((resp), sizeof(*(resp)));                                                 \
+        }                                                                                          \
+        return rc_;                                                                                \
+    } while (0)
+
+static int read_status(const hsm_client *c, struct hsm_client_status *out)
+{
+    uint8_t workers = 0;
+    int rc = get_text(c, HSM_TAG_VERSION, out->version, sizeof(out->version)) |
+             get_text(c, HSM_TAG_ROLE, out->role, sizeof(out->role)) |
+             get(c, HSM_TAG_LMK_KCV, out->lmk_kcv, sizeof(out->lmk_kcv), NULL) |
+             hsm_msg_u64(&c->resp, HSM_TAG_UPTIME, &out->uptime_s) |
+             hsm_msg_u64(&c->resp, HSM_TAG_COMMANDS, &out->commands) |
+             hsm_msg_u64(&c->resp, HSM_TAG_REFUSED, &out->refused) |
+             hsm_msg_u64(&c->resp, HSM_TAG_SESSIONS, &out->sessions) |
+             hsm_msg_u8(&c->resp, HSM_TAG_WORKERS, &workers);
+    out->workers = workers;
+    return rc;
+}
+
+int hsm_client_status(hsm_client *c, struct hsm_client_status *out)
+{
+    hsm_writer w;
+    memset(out, 0, sizeof(*out));
+    hsm_client_begin(c, HSM_CMD_STATUS, &w);
+    FINISH(c, &w, out, read_status(c, out));
+}
+
+int hsm_client_random(hsm_client *c, uint8_t *out, size_t len)
+{
+    hsm_writer w;
+    size_t got = 0;
+    if (len == 0 || len > HSM_RANDOM_MAX_LEN) {
+        return MPOS_ERR_LENGTH;
+    }
+    hsm_client_begin(c, HSM_CMD_RANDOM, &w);
+    hsm_put_u16(&w, HSM_TAG_COUNT, (uint16_t)len);
+    int rc = hsm_client_exchange(c, &w);
+    if (rc == 0) {
+        rc = get(c, HSM_TAG_DATA, out, len, &got);
+        if (rc == 0 && got != len) {
+            rc = MPOS_ERR_FORMAT;
+        }
+    }
+    return rc;
+}
+
+static int read_generated(const hsm_client *c, struct hsm_generate_key_resp *r)
+{
+    int rc = get_kb(c, HSM_TAG_KEY_BLOCK, &r->key);
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_KCV)) {
+        rc = get(c, HSM_TAG_KCV, r->kcv, sizeof(r->kcv), &r->kcv_len);
+    }
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_PUBKEY)) {
+        rc = get(c, HSM_TAG_PUBKEY, r->ec_pub, sizeof(r->ec_pub), &r->ec_pub_len);
+    }
+    return rc;
+}
+
+int hsm_client_generate_key(hsm_client *c, const struct hsm_generate_key_req *req,
+                            struct hsm_generate_key_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_KEY_GENERATE, &w);
+    hsm_put_bytes(&w, HSM_TAG_KEY_USAGE, req->attr.usage,
+                  (req->attr.usage[0] != 0 ? (req->attr.usage[1] != 0 ? 2u : 1u) : 0u));
+    put_char(&w, HSM_TAG_ALGORITHM, req->attr.algorithm);
+    put_char(&w, HSM_TAG_MODE, req->attr.mode);
+    put_char(&w, HSM_TAG_EXPORTABILITY, req->attr.exportability);
+    if (req->key_len != 0) {
+        hsm_put_u8(&w, HSM_TAG_KEY_LEN, (uint8_t)req->key_len);
+    }
+    if (req->attr.dukpt != 0) {
+        hsm_put_u8(&w, HSM_TAG_DUKPT, req->attr.dukpt);
+    }
+    FINISH(c, &w, resp, read_generated(c, resp));
+}
+
+int hsm_client_generate_bdk(hsm_client *c, const struct hsm_generate_bdk_req *req,
+                            struct hsm_generate_key_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_BDK_GENERATE, &w);
+    put_char(&w, HSM_TAG_ALGORITHM, req->algorithm);
+    hsm_put_u8(&w, HSM_TAG_KEY_LEN, (uint8_t)req->key_len);
+    put_char(&w, HSM_TAG_EXPORTABILITY, req->exportability);
+    FINISH(c, &w, resp, read_generated(c, resp));
+}
+
+static int read_import(const hsm_client *c, struct hsm_import_key_resp *r)
+{
+    char usage[3] = "", alg[2] = "", mode[2] = "", exp[2] = "";
+    int rc = get_kb(c, HSM_TAG_KEY_BLOCK, &r->key) |
+             get_text(c, HSM_TAG_KEY_USAGE, usage, sizeof(usage)) |
+             get_text(c, HSM_TAG_ALGORITHM, alg, sizeof(alg)) |
+             get_text(c, HSM_TAG_MODE, mode, sizeof(mode)) |
+             get_text(c, HSM_TAG_EXPORTABILITY, exp, sizeof(exp)) |
+             hsm_msg_u8(&c->resp, HSM_TAG_DUKPT, &r->attr.dukpt) |
+             get(c, HSM_TAG_KCV, r->kcv, sizeof(r->kcv), &r->kcv_len);
+    memcpy(r->attr.usage, usage, sizeof(usage));
+    r->attr.algorithm = alg[0];
+    r->attr.mode = mode[0];
+    r->attr.exportability = exp[0];
+    return rc != 0 ? MPOS_ERR_FORMAT : 0;
+}
+
+int hsm_client_import_key(hsm_client *c, const struct hsm_import_key_req *req,
+                          struct hsm_import_key_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_KEY_IMPORT, &w);
+    put_kb(&w, HSM_TAG_KEK, &req->kek);
+    put_kb(&w, HSM_TAG_TR31, &req->block);
+    if (req->dukpt != 0) {
+        hsm_put_u8(&w, HSM_TAG_DUKPT, req->dukpt);
+    }
+    if (req->expected_kcv_len != 0) {
+        hsm_put_bytes(&w, HSM_TAG_KCV, req->expected_kcv, req->expected_kcv_len);
+    }
+    FINISH(c, &w, resp, read_import(c, resp));
+}
+
+int hsm_client_export_key(hsm_client *c, const struct hsm_export_key_req *req,
+                          struct hsm_export_key_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_KEY_EXPORT, &w);
+    put_kb(&w, HSM_TAG_KEK, &req->kek);
+    put_kb(&w, HSM_TAG_KEY_BLOCK, &req->key);
+    put_char(&w, HSM_TAG_EXPORTABILITY, req->exportability);
+    FINISH(c, &w, resp,
+           get_kb(c, HSM_TAG_TR31, &resp->block) |
+               get(c, HSM_TAG_KCV, resp->kcv, sizeof(resp->kcv), &resp->kcv_len));
+}
+
+int hsm_client_dukpt_initial_key(hsm_client *c, const struct hsm_dukpt_initial_key_req *req,
+                                 struct hsm_dukpt_initial_key_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_DUKPT_INITIAL_KEY, &w);
+    put_kb(&w, HSM_TAG_BDK, &req->bdk);
+    hsm_put_bytes(&w, HSM_TAG_KEY_ID, req->id, req->id_len);
+    put_kb(&w, HSM_TAG_KEK, &req->transport_key);
+    FINISH(c, &w, resp,
+           get_kb(c, HSM_TAG_TR31, &resp->block) |
+               get(c, HSM_TAG_KCV, resp->kcv, sizeof(resp->kcv), &resp->kcv_len));
+}
+
+static int read_mkwk_key(const hsm_client *c, unsigned tag_enc, struct hsm_mkwk_key *k)
+{
+    return get(c, tag_enc, k->enc, sizeof(k->enc), &k->enc_len) |
+           get(c, tag_enc + 1, k->kcv, sizeof(k->kcv), NULL) | get_kb(c, tag_enc + 2, &k->key);
+}
+
+int hsm_client_mkwk_generate(hsm_client *c, const struct hsm_mkwk_req *req,
+                             struct hsm_mkwk_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_MKWK_GENERATE, &w);
+    put_kb(&w, HSM_TAG_KEK, &req->tmk);
+    if (req->mak_single_des) {
+        hsm_put_u8(&w, HSM_TAG_SINGLE_DES, 1);
+    }
+    FINISH(c, &w, resp,
+           read_mkwk_key(c, HSM_TAG_PIK_ENC, &resp->pik) |
+               read_mkwk_key(c, HSM_TAG_MAK_ENC, &resp->mak) |
+               read_mkwk_key(c, HSM_TAG_TDK_ENC, &resp->tdk));
+}
+
+int hsm_client_dukpt_mac_verify(hsm_client *c, const struct hsm_dukpt_mac_verify_req *req)
+{
+    hsm_writer w;
+    hsm_client_begin(c, HSM_CMD_DUKPT_MAC_VERIFY, &w);
+    put_dukpt(&w, &req->dukpt);
+    hsm_put_bytes(&w, HSM_TAG_DATA, req->data, req->data_len);
+    hsm_put_bytes(&w, HSM_TAG_MAC, req->mac, req->mac_len);
+    return hsm_client_exchange(c, &w);
+}
+
+int hsm_client_dukpt_mac_generate(hsm_client *c, const struct hsm_dukpt_mac_generate_req *req,
+                                  struct hsm_mac_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_DUKPT_MAC_GENERATE, &w);
+    put_dukpt(&w, &req->dukpt);
+    hsm_put_bytes(&w, HSM_TAG_DATA, req->data, req->data_len);
+    if (req->mac_len != 0) {
+        hsm_put_u8(&w, HSM_TAG_MAC_LEN, (uint8_t)req->mac_len);
+    }
+    FINISH(c, &w, resp, get(c, HSM_TAG_MAC, resp->mac, sizeof(resp->mac), &resp->mac_len));
+}
+
+int hsm_client_pin_translate(hsm_client *c, const struct hsm_pin_translate_req *req,
+                             struct hsm_pin_block_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    if (req->source == HSM_PIN_FROM_DUKPT) {
+        hsm_client_begin(c, HSM_CMD_PIN_TRANSLATE_DUKPT, &w);
+        put_dukpt(&w, &req->dukpt);
+    } else if (req->source == HSM_PIN_FROM_KEY) {
+        hsm_client_begin(c, HSM_CMD_PIN_TRANSLATE, &w);
+        put_kb(&w, HSM_TAG_SRC_KEY, &req->src_key);
+        hsm_put_u8(&w, HSM_TAG_PIN_FORMAT, (uint8_t)req->src_format);
+    } else {
+        return MPOS_ERR_ARG;
+    }
+    hsm_put_bytes(&w, HSM_TAG_PIN_BLOCK, req->pin_block, req->pin_block_len);
+    hsm_put_text(&w, HSM_TAG_PAN, req->pan);
+    put_kb(&w, HSM_TAG_DEST_KEY, &req->zpk);
+    hsm_put_u8(&w, HSM_TAG_DEST_FORMAT, (uint8_t)req->dst_format);
+    FINISH(
+        c, &w, resp,
+        get(c, HSM_TAG_PIN_BLOCK, resp->pin_block, sizeof(resp->pin_block), &resp->pin_block_len));
+}
+
+static void put_pvv(hsm_writer *w, const struct hsm_pvv_req *req, int with_pvv)
+{
+    put_kb(w, HSM_TAG_SRC_KEY, &req->zpk);
+    hsm_put_u8(w, HSM_TAG_PIN_FORMAT, (uint8_t)req->format);
+    hsm_put_bytes(w, HSM_TAG_PIN_BLOCK, req->pin_block, req->pin_block_len);
+    hsm_put_text(w, HSM_TAG_PAN, req->pan);
+    put_kb(w, HSM_TAG_PVK, &req->pvk);
+    hsm_put_u8(w, HSM_TAG_PVKI, req->pvki);
+    if (with_pvv) {
+        hsm_put_text(w, HSM_TAG_PVV, req->pvv);
+    }
+}
+
+int hsm_client_pin_verify(hsm_client *c, const struct hsm_pvv_req *req)
+{
+    hsm_writer w;
+    hsm_client_begin(c, HSM_CMD_PIN_VERIFY_PVV, &w);
+    put_pvv(&w, req, 1);
+    return hsm_client_exchange(c, &w);
+}
+
+int hsm_client_pvv_generate(hsm_client *c, const struct hsm_pvv_req *req, struct hsm_pvv_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_PVV_GENERATE, &w);
+    put_pvv(&w, req, 0);
+    FINISH(c, &w, resp, get_text(c, HSM_TAG_PVV, resp->pvv, sizeof(resp->pvv)));
+}
+
+static int read_card_data(const hsm_client *c, struct hsm_card_data_resp *r)
+{
+    int rc = get_text(c, HSM_TAG_PAN, r->pan, sizeof(r->pan)) |
+             get(c, HSM_TAG_IV, r->iv, sizeof(r->iv), &r->iv_len) |
+             get(c, HSM_TAG_DATA, r->data, sizeof(r->data), &r->data_len);
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_EMV)) {
+        rc = get(c, HSM_TAG_EMV, r->emv, sizeof(r->emv), &r->emv_len);
+    }
+    return rc != 0 ? MPOS_ERR_FORMAT : 0;
+}
+
+int hsm_client_card_data_translate(hsm_client *c, const struct hsm_card_data_req *req,
+                                   struct hsm_card_data_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_CARD_DATA_TRANSLATE, &w);
+    put_dukpt(&w, &req->dukpt);
+    hsm_put_bytes(&w, HSM_TAG_DATA, req->data, req->data_len);
+    put_kb(&w, HSM_TAG_DEST_KEY, &req->zdk);
+    FINISH(c, &w, resp, read_card_data(c, resp));
+}
+
+static void put_mac(hsm_writer *w, const struct hsm_mac_req *req)
+{
+    hsm_put_u8(w, HSM_TAG_MAC_ALG, (uint8_t)req->alg);
+    put_kb(w, HSM_TAG_KEY_BLOCK, &req->key);
+    hsm_put_bytes(w, HSM_TAG_DATA, req->data, req->data_len);
+}
+
+int hsm_client_mac_generate(hsm_client *c, const struct hsm_mac_req *req, struct hsm_mac_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_MAC_GENERATE, &w);
+    put_mac(&w, req);
+    if (req->mac_len != 0) {
+        hsm_put_u8(&w, HSM_TAG_MAC_LEN, (uint8_t)req->mac_len);
+    }
+    FINISH(c, &w, resp, get(c, HSM_TAG_MAC, resp->mac, sizeof(resp->mac), &resp->mac_len));
+}
+
+int hsm_client_mac_verify(hsm_client *c, const struct hsm_mac_req *req)
+{
+    hsm_writer w;
+    hsm_client_begin(c, HSM_CMD_MAC_VERIFY, &w);
+    put_mac(&w, req);
+    hsm_put_bytes(&w, HSM_TAG_MAC, req->mac, req->mac_len);
+    return hsm_client_exchange(c, &w);
+}
+
+int hsm_client_pan_hash(hsm_client *c, const struct hsm_pan_hash_req *req,
+                        struct hsm_pan_hash_resp *resp)
+{
+    hsm_writer w;
+    size_t n = 0;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_PAN_HASH, &w);
+    hsm_put_text(&w, HSM_TAG_PAN, req->pan);
+    FINISH(c, &w, resp, get(c, HSM_TAG_HASH, resp->hash, sizeof(resp->hash), &n));
+}
+
+int hsm_client_arqc_verify(hsm_client *c, const struct hsm_arqc_req *req,
+                           struct hsm_arqc_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_ARQC_VERIFY, &w);
+    put_kb(&w, HSM_TAG_KEY_BLOCK, &req->imk);
+    hsm_put_u8(&w, HSM_TAG_MK_OPTION, (uint8_t)req->mk_option);
+    hsm_put_u8(&w, HSM_TAG_SK_METHOD, (uint8_t)req->sk_method);
+    hsm_put_text(&w, HSM_TAG_PAN, req->pan);
+    if (req->psn[0] != '\0') {
+        hsm_put_text(&w, HSM_TAG_PSN, req->psn);
+    }
+    hsm_put_bytes(&w, HSM_TAG_ATC, req->atc, sizeof(req->atc));
+    hsm_put_bytes(&w, HSM_TAG_DATA, req->ac_data, req->ac_data_len);
+    hsm_put_bytes(&w, HSM_TAG_ARQC, req->arqc, sizeof(req->arqc));
+    if (req->arpc_method != 0) {
+        hsm_put_u8(&w, HSM_TAG_ARPC_METHOD, (uint8_t)req->arpc_method);
+    }
+    if (req->arpc_method == 1) {
+        hsm_put_bytes(&w, HSM_TAG_ARC, req->arc, sizeof(req->arc));
+    } else if (req->arpc_method == 2) {
+        hsm_put_bytes(&w, HSM_TAG_CSU, req->csu, sizeof(req->csu));
+        hsm_put_bytes(&w, HSM_TAG_PROP, req->prop, req->prop_len);
+    }
+    FINISH(c, &w, resp,
+           hsm_msg_has(&c->resp, HSM_TAG_ARPC)
+               ? get(c, HSM_TAG_ARPC, resp->arpc, sizeof(resp->arpc), &resp->arpc_len)
+               : 0);
+}
+
+int hsm_client_cert_sign(hsm_client *c, const struct hsm_cert_sign_req *req,
+                         struct hsm_cert_sign_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_CERT_SIGN, &w);
+    put_kb(&w, HSM_TAG_KEY_BLOCK, &req->ca_key);
+    hsm_put_bytes(&w, HSM_TAG_CA_CERT, req->ca_cert, req->ca_cert_len);
+    hsm_put_bytes(&w, HSM_TAG_CSR, req->csr, req->csr_len);
+    hsm_put_text(&w, HSM_TAG_SERIAL, req->serial);
+    hsm_put_u64(&w, HSM_TAG_NOT_BEFORE, (uint64_t)req->not_before);
+    hsm_put_u64(&w, HSM_TAG_NOT_AFTER, (uint64_t)req->not_after);
+    FINISH(c, &w, resp,
+           get(c, HSM_TAG_CERT, resp->cert, sizeof(resp->cert), &resp->cert_len) |
+               get(c, HSM_TAG_CERT_SERIAL, resp->cert_serial, sizeof(resp->cert_serial), NULL));
+}
+
+int hsm_client_ca_cert_create(hsm_client *c, const struct hsm_ca_cert_req *req,
+                              struct hsm_cert_sign_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_CA_CERT_CREATE, &w);
+    put_kb(&w, HSM_TAG_KEY_BLOCK, &req->ca_key);
+    hsm_put_text(&w, HSM_TAG_COMMON_NAME, req->common_name);
+    hsm_put_u64(&w, HSM_TAG_NOT_BEFORE, (uint64_t)req->not_before);
+    hsm_put_u64(&w, HSM_TAG_NOT_AFTER, (uint64_t)req->not_after);
+    FINISH(c, &w, resp,
+           get(c, HSM_TAG_CERT, resp->cert, sizeof(resp->cert), &resp->cert_len) |
+               get(c, HSM_TAG_CERT_SERIAL, resp->cert_serial, sizeof(resp->cert_serial), NULL));
+}

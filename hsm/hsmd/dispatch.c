@@ -1,0 +1,656 @@
+/* mpos-hsmd dispatch: a decoded request -> the hsm_op_* request struct -> the op -> the
+ * response frame. The decoder has already checked every field against the command's schema
+ * (presence, length, type); the ops check the content. Request and response structs that may
+ * hold secrets or card data are wiped on every path. */
+#include "hsmd.h"
+
+#include <string.h>
+
+#include "mpos/util.h"
+#include "ops.h"
+
+/* A key block field as the ops take it (points into the request frame). */
+static struct hsm_kb_in kb(const hsm_msg *m, unsigned tag)
+{
+    struct hsm_kb_in k = {NULL, 0};
+    if (hsm_msg_has(m, tag)) {
+        k.text = (const char *)m->field[tag].value;
+        k.len = m->field[tag].len;
+    }
+    return k;
+}
+
+/* Copies an optional u8 field (default def). */
+static uint8_t opt_u8(const hsm_msg *m, unsigned tag, uint8_t def)
+{
+    uint8_t v = def;
+    if (hsm_msg_has(m, tag) && hsm_msg_u8(m, tag, &v) != 0) {
+        v = def;
+    }
+    return v;
+}
+
+/* A required u8 (present: the decoder checked). */
+static uint8_t u8(const hsm_msg *m, unsigned tag)
+{
+    return opt_u8(m, tag, 0);
+}
+
+static char ch(const hsm_msg *m, unsigned tag)
+{
+    return hsm_msg_has(m, tag) && m->field[tag].len > 0 ? (char)m->field[tag].value[0] : '\0';
+}
+
+/* Copies a bytes field into a fixed array; MPOS_ERR_LENGTH if it does not fit. */
+static int copy_field(const hsm_msg *m, unsigned tag, uint8_t *out, size_t cap, size_t *len)
+{
+    *len = 0;
+    if (!hsm_msg_has(m, tag)) {
+        return 0;
+    }
+    if (m->field[tag].len > cap) {
+        return MPOS_ERR_LENGTH;
+    }
+    memcpy(out, m->field[tag].value, m->field[tag].len);
+    *len = m->field[tag].len;
+    return 0;
+}
+
+static int copy_exact(const hsm_msg *m, unsigned tag, uint8_t *out, size_t want)
+{
+    size_t len = 0;
+    int rc = copy_field(m, tag, out, want, &len);
+    return rc != 0 ? rc : len == want ? 0 : MPOS_ERR_LENGTH;
+}
+
+static int text_field(const hsm_msg *m, unsigned tag, char *out, size_t cap)
+{
+    int rc = hsm_msg_text(m, tag, out, cap);
+    return rc == MPOS_ERR_ARG ? 0 : rc; /* absent optional: empty */
+}
+
+static int dukpt_ref(const hsm_msg *m, struct hsm_dukpt_ref *r)
+{
+    r->bdk = kb(m, HSM_TAG_BDK);
+    r->aes_key_len = opt_u8(m, HSM_TAG_AES_KEY_LEN, 0);
+    return copy_field(m, HSM_TAG_KSN, r->ksn, sizeof(r->ksn), &r->ksn_len);
+}
+
+static void put_kb(hsm_writer *w, unsigned tag, const struct hsm_kb_out *k)
+{
+    hsm_put_bytes(w, tag, k->text, k->len);
+}
+
+/* Audit: the check values of the key blocks a command used (after it verified them). */
+static void audit_blocks(struct hsmd_call *c, const hsm_msg *m, const unsigned *tags, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (hsm_msg_has(m, tags[i])) {
+            hsmd_audit_kcv_block(c, m->field[tags[i]].value, m->field[tags[i]].len);
+        }
+    }
+}
+#define AUDIT_BLOCKS(c, m, ...)                                                                    \
+    do {                                                                                           \
+        static const unsigned tags_[] = {__VA_ARGS__};                                             \
+        audit_blocks(c, m, tags_, sizeof(tags_) / sizeof(tags_[0]));                               \
+    } while (0)
+
+/* ---- commands ---------------------------------------------------------------------------- */
+
+static int do_status(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsmd_server *s = c->w->srv;
+    struct hsm_status_req req = {atomic_load(&s->commands), atomic_load(&s->refused),
+                                 atomic_load(&s->sessions), (uint64_t)(time(NULL) - s->started)};
+    struct hsm_status_resp resp;
+    (void)m;
+    int rc = hsm_op_status(&c->w->vault, &req, &resp);
+    if (rc == 0) {
+        hsm_put_text(w, HSM_TAG_VERSION, resp.version);
+        hsm_put_text(w, HSM_TAG_ROLE, hsmd_role_name(c->role));
+        hsm_put_bytes(w, HSM_TAG_LMK_KCV, resp.lmk_kcv, HSM_KCV_LEN);
+        hsm_put_u64(w, HSM_TAG_UPTIME, resp.uptime_s);
+        hsm_put_u8(w, HSM_TAG_WORKERS, (uint8_t)s->n_workers);
+        hsm_put_u64(w, HSM_TAG_COMMANDS, resp.commands);
+        hsm_put_u64(w, HSM_TAG_REFUSED, resp.refused);
+        hsm_put_u64(w, HSM_TAG_SESSIONS, resp.sessions);
+        hsmd_audit_kcv_bytes(c, resp.lmk_kcv, HSM_KCV_LEN);
+    }
+    return rc;
+}
+
+static int do_random(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    uint16_t n = 0;
+    struct hsm_random_resp resp;
+    int rc = hsm_msg_u16(m, HSM_TAG_COUNT, &n);
+    if (rc == 0) {
+        struct hsm_random_req req = {n};
+        rc = hsm_op_random(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_bytes(w, HSM_TAG_DATA, resp.bytes, resp.len);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static void put_generated(struct hsmd_call *c, hsm_writer *w, const struct hsm_generate_key_resp *r)
+{
+    put_kb(w, HSM_TAG_KEY_BLOCK, &r->key);
+    if (r->kcv_len > 0) {
+        hsm_put_bytes(w, HSM_TAG_KCV, r->kcv, r->kcv_len);
+        hsmd_audit_kcv_bytes(c, r->kcv, r->kcv_len);
+    }
+    if (r->ec_pub_len > 0) {
+        hsm_put_bytes(w, HSM_TAG_PUBKEY, r->ec_pub, r->ec_pub_len);
+    }
+}
+
+static int do_key_generate(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_generate_key_req req;
+    struct hsm_generate_key_resp resp;
+    memset(&req, 0, sizeof(req));
+    int rc = text_field(m, HSM_TAG_KEY_USAGE, req.attr.usage, sizeof(req.attr.usage));
+    req.attr.algorithm = ch(m, HSM_TAG_ALGORITHM);
+    req.attr.mode = ch(m, HSM_TAG_MODE);
+    req.attr.exportability = ch(m, HSM_TAG_EXPORTABILITY);
+    req.attr.dukpt = opt_u8(m, HSM_TAG_DUKPT, 0);
+    req.key_len = opt_u8(m, HSM_TAG_KEY_LEN, 0);
+    if (rc == 0) {
+        rc = hsm_op_generate_key(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        put_generated(c, w, &resp);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int do_bdk_generate(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_generate_bdk_req req = {ch(m, HSM_TAG_ALGORITHM), u8(m, HSM_TAG_KEY_LEN),
+                                       ch(m, HSM_TAG_EXPORTABILITY)};
+    struct hsm_generate_key_resp resp;
+    int rc = hsm_op_generate_bdk(&c->w->vault, &req, &resp);
+    if (rc == 0) {
+        put_generated(c, w, &resp);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int do_key_import(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_import_key_req req;
+    struct hsm_import_key_resp resp;
+    memset(&req, 0, sizeof(req));
+    req.kek = kb(m, HSM_TAG_KEK);
+    req.block = kb(m, HSM_TAG_TR31);
+    req.dukpt = opt_u8(m, HSM_TAG_DUKPT, 0);
+    int rc = copy_field(m, HSM_TAG_KCV, req.expected_kcv, sizeof(req.expected_kcv),
+                        &req.expected_kcv_len);
+    if (rc == 0) {
+        rc = hsm_op_import_key(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        AUDIT_BLOCKS(c, m, HSM_TAG_KEK);
+        put_kb(w, HSM_TAG_KEY_BLOCK, &resp.key);
+        hsm_put_bytes(w, HSM_TAG_KEY_USAGE, resp.attr.usage, 2);
+        hsm_put_bytes(w, HSM_TAG_ALGORITHM, &resp.attr.algorithm, 1);
+        hsm_put_bytes(w, HSM_TAG_MODE, &resp.attr.mode, 1);
+        hsm_put_bytes(w, HSM_TAG_EXPORTABILITY, &resp.attr.exportability, 1);
+        hsm_put_u8(w, HSM_TAG_DUKPT, resp.attr.dukpt);
+        hsm_put_bytes(w, HSM_TAG_KCV, resp.kcv, resp.kcv_len);
+        hsmd_audit_kcv_bytes(c, resp.kcv, resp.kcv_len);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int do_key_export(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_export_key_req req = {kb(m, HSM_TAG_KEK), kb(m, HSM_TAG_KEY_BLOCK),
+                                     ch(m, HSM_TAG_EXPORTABILITY)};
+    struct hsm_export_key_resp resp;
+    int rc = hsm_op_export_key(&c->w->vault, &req, &resp);
+    if (rc == 0) {
+        AUDIT_BLOCKS(c, m, HSM_TAG_KEK);
+        put_kb(w, HSM_TAG_TR31, &resp.block);
+        hsm_put_bytes(w, HSM_TAG_KCV, resp.kcv, resp.kcv_len);
+        hsmd_audit_kcv_bytes(c, resp.kcv, resp.kcv_len);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int do_dukpt_initial_key(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_dukpt_initial_key_req req;
+    struct hsm_dukpt_initial_key_resp resp;
+    memset(&req, 0, sizeof(req));
+    req.bdk = kb(m, HSM_TAG_BDK);
+    req.transport_key = kb(m, HSM_TAG_KEK);
+    int rc = copy_field(m, HSM_TAG_KEY_ID, req.id, sizeof(req.id), &req.id_len);
+    if (rc == 0) {
+        rc = hsm_op_dukpt_initial_key(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        AUDIT_BLOCKS(c, m, HSM_TAG_BDK, HSM_TAG_KEK);
+        put_kb(w, HSM_TAG_TR31, &resp.block);
+        hsm_put_bytes(w, HSM_TAG_KCV, resp.kcv, resp.kcv_len);
+        hsmd_audit_kcv_bytes(c, resp.kcv, resp.kcv_len);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static void put_mkwk(hsm_writer *w, unsigned tag_enc, const struct hsm_mkwk_key *k)
+{
+    hsm_put_bytes(w, tag_enc, k->enc, k->enc_len);
+    hsm_put_bytes(w, tag_enc + 1, k->kcv, HSM_MKWK_KCV_LEN);
+    put_kb(w, tag_enc + 2, &k->key);
+}
+
+static int do_mkwk_generate(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_mkwk_req req = {kb(m, HSM_TAG_KEK), opt_u8(m, HSM_TAG_SINGLE_DES, 0) != 0};
+    struct hsm_mkwk_resp resp;
+    int rc = hsm_op_mkwk_generate(&c->w->vault, &req, &resp);
+    if (rc == 0) {
+        AUDIT_BLOCKS(c, m, HSM_TAG_KEK);
+        put_mkwk(w, HSM_TAG_PIK_ENC, &resp.pik);
+        put_mkwk(w, HSM_TAG_MAK_ENC, &resp.mak);
+        put_mkwk(w, HSM_TAG_TDK_ENC, &resp.tdk);
+        hsmd_audit_kcv_bytes(c, resp.pik.kcv, HSM_MKWK_KCV_LEN);
+        hsmd_audit_kcv_bytes(c, resp.mak.kcv, HSM_MKWK_KCV_LEN);
+        hsmd_audit_kcv_bytes(c, resp.tdk.kcv, HSM_MKWK_KCV_LEN);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int do_pin_translate(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w, int dukpt)
+{
+    struct hsm_pin_translate_req req;
+    struct hsm_pin_block_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    int rc;
+    if (dukpt) {
+        req.source = HSM_PIN_FROM_DUKPT;
+        rc = dukpt_ref(m, &req.dukpt);
+    } else {
+        req.source = HSM_PIN_FROM_KEY;
+        req.src_key = kb(m, HSM_TAG_SRC_KEY);
+        req.src_format = (enum mpos_pin_format)u8(m, HSM_TAG_PIN_FORMAT);
+        rc = 0;
+    }
+    req.zpk = kb(m, HSM_TAG_DEST_KEY);
+    req.dst_format = (enum mpos_pin_format)u8(m, HSM_TAG_DEST_FORMAT);
+    if (rc == 0) {
+        rc = copy_field(m, HSM_TAG_PIN_BLOCK, req.pin_block, sizeof(req.pin_block),
+                        &req.pin_block_len);
+    }
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_PAN, req.pan, sizeof(req.pan));
+    }
+    if (rc == 0) {
+        rc = hsm_op_pin_translate(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_bytes(w, HSM_TAG_PIN_BLOCK, resp.pin_block, resp.pin_block_len);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_BDK, HSM_TAG_SRC_KEY, HSM_TAG_DEST_KEY);
+    MPOS_WIPE_CTX(&req);
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int do_pin_translate_dukpt(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    return do_pin_translate(c, m, w, 1);
+}
+
+static int do_pin_translate_key(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    return do_pin_translate(c, m, w, 0);
+}
+
+static int pvv_req(const hsm_msg *m, struct hsm_pvv_req *req)
+{
+    memset(req, 0, sizeof(*req));
+    req->zpk = kb(m, HSM_TAG_SRC_KEY);
+    req->format = (enum mpos_pin_format)u8(m, HSM_TAG_PIN_FORMAT);
+    req->pvk = kb(m, HSM_TAG_PVK);
+    req->pvki = u8(m, HSM_TAG_PVKI);
+    int rc = copy_field(m, HSM_TAG_PIN_BLOCK, req->pin_block, sizeof(req->pin_block),
+                        &req->pin_block_len);
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_PAN, req->pan, sizeof(req->pan));
+    }
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_PVV, req->pvv, sizeof(req->pvv));
+    }
+    return rc;
+}
+
+static int do_pin_verify_pvv(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_pvv_req req;
+    int rc = pvv_req(m, &req);
+    (void)w;
+    if (rc == 0) {
+        rc = hsm_op_pin_verify(&c->w->vault, &req);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_SRC_KEY, HSM_TAG_PVK);
+    MPOS_WIPE_CTX(&req);
+    return rc;
+}
+
+static int do_pvv_generate(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_pvv_req req;
+    struct hsm_pvv_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    int rc = pvv_req(m, &req);
+    if (rc == 0) {
+        rc = hsm_op_pvv_generate(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_text(w, HSM_TAG_PVV, resp.pvv);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_SRC_KEY, HSM_TAG_PVK);
+    MPOS_WIPE_CTX(&req);
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int do_dukpt_mac_verify(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_dukpt_mac_verify_req req;
+    memset(&req, 0, sizeof(req));
+    (void)w;
+    int rc = dukpt_ref(m, &req.dukpt);
+    if (rc == 0) {
+        rc = hsm_msg_bytes(m, HSM_TAG_DATA, &req.data, &req.data_len);
+    }
+    if (rc == 0) {
+        rc = copy_field(m, HSM_TAG_MAC, req.mac, sizeof(req.mac), &req.mac_len);
+    }
+    if (rc == 0) {
+        rc = hsm_op_dukpt_mac_verify(&c->w->vault, &req);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_BDK);
+    return rc;
+}
+
+static int do_dukpt_mac_generate(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_dukpt_mac_generate_req req;
+    struct hsm_mac_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    int rc = dukpt_ref(m, &req.dukpt);
+    req.mac_len = opt_u8(m, HSM_TAG_MAC_LEN, 0);
+    if (rc == 0) {
+        rc = hsm_msg_bytes(m, HSM_TAG_DATA, &req.data, &req.data_len);
+    }
+    if (rc == 0) {
+        rc = hsm_op_dukpt_mac_generate(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_bytes(w, HSM_TAG_MAC, resp.mac, resp.mac_len);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_BDK);
+    return rc;
+}
+
+static int mac_req(const hsm_msg *m, struct hsm_mac_req *req)
+{
+    memset(req, 0, sizeof(*req));
+    req->alg = (enum hsm_mac_alg)u8(m, HSM_TAG_MAC_ALG);
+    req->key = kb(m, HSM_TAG_KEY_BLOCK);
+    req->mac_len = opt_u8(m, HSM_TAG_MAC_LEN, 0);
+    int rc = hsm_msg_bytes(m, HSM_TAG_DATA, &req->data, &req->data_len);
+    if (rc == 0 && hsm_msg_has(m, HSM_TAG_MAC)) {
+        rc = copy_field(m, HSM_TAG_MAC, req->mac, sizeof(req->mac), &req->mac_len);
+    }
+    return rc;
+}
+
+static int do_mac_generate(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_mac_req req;
+    struct hsm_mac_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    int rc = mac_req(m, &req);
+    if (rc == 0) {
+        rc = hsm_op_mac_generate(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_bytes(w, HSM_TAG_MAC, resp.mac, resp.mac_len);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_KEY_BLOCK);
+    return rc;
+}
+
+static int do_mac_verify(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_mac_req req;
+    int rc = mac_req(m, &req);
+    (void)w;
+    if (rc == 0) {
+        rc = hsm_op_mac_verify(&c->w->vault, &req);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_KEY_BLOCK);
+    return rc;
+}
+
+static int do_card_data(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_card_data_req req;
+    struct hsm_card_data_resp *resp = &c->w->card_resp; /* 3 KiB: per worker, not the stack */
+    memset(&req, 0, sizeof(req));
+    int rc = dukpt_ref(m, &req.dukpt);
+    req.zdk = kb(m, HSM_TAG_DEST_KEY);
+    if (rc == 0) {
+        rc = hsm_msg_bytes(m, HSM_TAG_DATA, &req.data, &req.data_len);
+    }
+    if (rc == 0) {
+        rc = hsm_op_card_data_translate(&c->w->vault, &req, resp);
+    }
+    if (rc == 0) {
+        hsm_put_text(w, HSM_TAG_PAN, resp->pan);
+        hsm_put_bytes(w, HSM_TAG_IV, resp->iv, resp->iv_len);
+        hsm_put_bytes(w, HSM_TAG_DATA, resp->data, resp->data_len);
+        if (resp->emv_len > 0) {
+            hsm_put_bytes(w, HSM_TAG_EMV, resp->emv, resp->emv_len);
+        }
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_BDK, HSM_TAG_DEST_KEY);
+    MPOS_WIPE_CTX(resp);
+    return rc;
+}
+
+static int do_pan_hash(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_pan_hash_req req;
+    struct hsm_pan_hash_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    int rc = text_field(m, HSM_TAG_PAN, req.pan, sizeof(req.pan));
+    if (rc == 0) {
+        rc = hsm_op_pan_hash(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_bytes(w, HSM_TAG_HASH, resp.hash, sizeof(resp.hash));
+    }
+    MPOS_WIPE_CTX(&req);
+    return rc;
+}
+
+static int do_arqc_verify(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_arqc_req req;
+    struct hsm_arqc_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    req.imk = kb(m, HSM_TAG_KEY_BLOCK);
+    req.mk_option = (enum mpos_emv_mk_option)u8(m, HSM_TAG_MK_OPTION);
+    req.sk_method = (enum mpos_emv_sk_method)u8(m, HSM_TAG_SK_METHOD);
+    req.arpc_method = opt_u8(m, HSM_TAG_ARPC_METHOD, 0);
+    int rc = text_field(m, HSM_TAG_PAN, req.pan, sizeof(req.pan));
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_PSN, req.psn, sizeof(req.psn));
+    }
+    if (rc == 0) {
+        rc = copy_exact(m, HSM_TAG_ATC, req.atc, sizeof(req.atc));
+    }
+    if (rc == 0) {
+        rc = copy_exact(m, HSM_TAG_ARQC, req.arqc, sizeof(req.arqc));
+    }
+    if (rc == 0) {
+        rc = hsm_msg_bytes(m, HSM_TAG_DATA, &req.ac_data, &req.ac_data_len);
+    }
+    if (rc == 0 && req.arpc_method == 1) {
+        rc = copy_exact(m, HSM_TAG_ARC, req.arc, sizeof(req.arc));
+    }
+    if (rc == 0 && req.arpc_method == 2) {
+        rc = copy_exact(m, HSM_TAG_CSU, req.csu, sizeof(req.csu));
+        if (rc == 0) {
+            rc = copy_field(m, HSM_TAG_PROP, req.prop, sizeof(req.prop), &req.prop_len);
+        }
+    }
+    if (rc == 0) {
+        rc = hsm_op_arqc_verify(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0 && resp.arpc_len > 0) {
+        hsm_put_bytes(w, HSM_TAG_ARPC, resp.arpc, resp.arpc_len);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_KEY_BLOCK);
+    MPOS_WIPE_CTX(&req);
+    return rc;
+}
+
+static int do_cert_sign(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_cert_sign_req req;
+    struct hsm_cert_sign_resp resp;
+    uint64_t nb = 0, na = 0;
+    memset(&req, 0, sizeof(req));
+    req.ca_key = kb(m, HSM_TAG_KEY_BLOCK);
+    int rc = hsm_msg_bytes(m, HSM_TAG_CA_CERT, &req.ca_cert, &req.ca_cert_len);
+    if (rc == 0) {
+        rc = hsm_msg_bytes(m, HSM_TAG_CSR, &req.csr, &req.csr_len);
+    }
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_SERIAL, req.serial, sizeof(req.serial));
+    }
+    if (rc == 0) {
+        rc = hsm_msg_u64(m, HSM_TAG_NOT_BEFORE, &nb);
+    }
+    if (rc == 0) {
+        rc = hsm_msg_u64(m, HSM_TAG_NOT_AFTER, &na);
+    }
+    req.not_before = (int64_t)nb;
+    req.not_after = (int64_t)na;
+    if (rc == 0) {
+        rc = hsm_op_cert_sign(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_bytes(w, HSM_TAG_CERT, resp.cert, resp.cert_len);
+        hsm_put_bytes(w, HSM_TAG_CERT_SERIAL, resp.cert_serial, sizeof(resp.cert_serial));
+    }
+    return rc;
+}
+
+static int do_ca_cert_create(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_ca_cert_req req;
+    struct hsm_cert_sign_resp resp;
+    uint64_t nb = 0, na = 0;
+    memset(&req, 0, sizeof(req));
+    req.ca_key = kb(m, HSM_TAG_KEY_BLOCK);
+    int rc = text_field(m, HSM_TAG_COMMON_NAME, req.common_name, sizeof(req.common_name));
+    if (rc == 0) {
+        rc = hsm_msg_u64(m, HSM_TAG_NOT_BEFORE, &nb);
+    }
+    if (rc == 0) {
+        rc = hsm_msg_u64(m, HSM_TAG_NOT_AFTER, &na);
+    }
+    req.not_before = (int64_t)nb;
+    req.not_after = (int64_t)na;
+    if (rc == 0) {
+        rc = hsm_op_ca_cert_create(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_bytes(w, HSM_TAG_CERT, resp.cert, resp.cert_len);
+        hsm_put_bytes(w, HSM_TAG_CERT_SERIAL, resp.cert_serial, sizeof(resp.cert_serial));
+    }
+    return rc;
+}
+
+typedef int (*handler_fn)(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w);
+
+static const struct {
+    uint16_t code;
+    handler_fn fn;
+} handlers[] = {
+    {HSM_CMD_STATUS, do_status},
+    {HSM_CMD_RANDOM, do_random},
+    {HSM_CMD_KEY_GENERATE, do_key_generate},
+    {HSM_CMD_BDK_GENERATE, do_bdk_generate},
+    {HSM_CMD_KEY_IMPORT, do_key_import},
+    {HSM_CMD_KEY_EXPORT, do_key_export},
+    {HSM_CMD_DUKPT_INITIAL_KEY, do_dukpt_initial_key},
+    {HSM_CMD_MKWK_GENERATE, do_mkwk_generate},
+    {HSM_CMD_PIN_TRANSLATE_DUKPT, do_pin_translate_dukpt},
+    {HSM_CMD_PIN_TRANSLATE, do_pin_translate_key},
+    {HSM_CMD_PIN_VERIFY_PVV, do_pin_verify_pvv},
+    {HSM_CMD_PVV_GENERATE, do_pvv_generate},
+    {HSM_CMD_DUKPT_MAC_VERIFY, do_dukpt_mac_verify},
+    {HSM_CMD_DUKPT_MAC_GENERATE, do_dukpt_mac_generate},
+    {HSM_CMD_MAC_GENERATE, do_mac_generate},
+    {HSM_CMD_MAC_VERIFY, do_mac_verify},
+    {HSM_CMD_CARD_DATA_TRANSLATE, do_card_data},
+    {HSM_CMD_PAN_HASH, do_pan_hash},
+    {HSM_CMD_ARQC_VERIFY, do_arqc_verify},
+    {HSM_CMD_CERT_SIGN, do_cert_sign},
+    {HSM_CMD_CA_CERT_CREATE, do_ca_cert_create},
+};
+
+size_t hsmd_error_frame(uint8_t *out, size_t cap, uint16_t command, uint32_t request_id, int status)
+{
+    hsm_writer w;
+    size_t n = 0;
+    hsm_writer_response(&w, out, cap, command, request_id, (uint8_t)status);
+    return hsm_writer_finish(&w, &n) == 0 ? n : 0;
+}
+
+int hsmd_dispatch(struct hsmd_call *call, const hsm_msg *req, uint8_t *out, size_t cap,
+                  size_t *out_len)
+{
+    hsm_writer w;
+    *out_len = 0;
+    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
+        if (handlers[i].code != req->command) {
+            continue;
+        }
+        hsm_writer_response(&w, out, cap, req->command, req->request_id, HSM_STATUS_OK);
+        int rc = handlers[i].fn(call, req, &w);
+        if (rc != 0) {
+            mpos_cleanse(out, w.len);
+            return hsm_status_from_err(rc);
+        }
+        if (hsm_writer_finish(&w, out_len) != 0) {
+            mpos_cleanse(out, w.len);
+            *out_len = 0;
+            return HSM_STATUS_INTERNAL;
+        }
+        return HSM_STATUS_OK;
+    }
+    return HSM_STATUS_COMMAND;
+}
