@@ -1,0 +1,980 @@
+/* mposctl: the commands that go through mpos-hsmd's tools socket (hsm, bdk, key generate |
+ * import | export, terminal provision), and hsm init, which creates the LMK in-process with
+ * the vault (hsm/vault/vault.h) and the PKCS#11 token. Keys only ever reach mposctl as key
+ * blocks (under the LMK, or under a KEK / transport key for export): never in clear. */
+#define _POSIX_C_SOURCE 200809L /* fileno, fstat */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "ctl.h"
+#include "mpos/crypto.h"
+#include "mpos/util.h"
+
+#ifdef MPOSCTL_HAVE_HSM
+#include "client.h"
+#endif
+
+static const char help_hsm_status[] =
+    "usage: mposctl hsm status [--hsm SOCKET]\n"
+    "Asks mpos-hsmd for its version, the role of the socket, the LMK check value and its\n"
+    "counters.\n";
+
+static const char help_hsm_init[] =
+    "usage: mposctl hsm init --pkcs11-module SO --token-label LABEL --pin-file FILE\n"
+    "                        --lmk-wrapped FILE\n"
+    "Creates a new LMK: generates it in locked memory, creates the token's non-extractable\n"
+    "wrapping key (mpos-lmk-kek) if missing, and writes the LMK wrapped by the token to\n"
+    "--lmk-wrapped (mode 0600; an existing file is never overwritten). Prints the LMK check\n"
+    "value. The token PIN is read from --pin-file (no group or other permissions).\n";
+
+static const char help_bdk_create[] =
+    "usage: mposctl bdk create --label LABEL --algorithm aes|tdes [--length BYTES]\n"
+    "                          [--key-set-id HEX] [--first-device N] [--exportable]\n"
+    "Generates a DUKPT base derivation key in mpos-hsmd (usage B0), stores its key block\n"
+    "under the LMK and creates its KSN allocator, in one transaction.\n"
+    "  --algorithm      aes: AES DUKPT (X9.24-3), --length 16, 24 or 32 (default 16);\n"
+    "                   tdes: TDES DUKPT (X9.24-1), --length 16 or 24 (default 16)\n"
+    "  --key-set-id HEX aes: the 4-byte BDK ID (8 hex); tdes: the 5-byte key set ID (10 hex);\n"
+    "                   default random\n"
+    "  --first-device N first derivation ID (aes) or device ID (tdes) handed out (default 1)\n"
+    "  --exportable     the BDK may be exported under a KEK (default: never)\n";
+
+static const char help_key_generate[] =
+    "usage: mposctl key generate --label LABEL --usage USAGE --algorithm ALG [--length BYTES]\n"
+    "                            [--mode MODE] [--exportable]\n"
+    "Generates a key in mpos-hsmd and stores its key block under the LMK.\n"
+    "  --usage      TR-31 key usage: P0 (PIN), M1..M8 (MAC), D0 (data), K0 (KEK, TMK),\n"
+    "               K1 (key block protection), E0..E6 (EMV), V0..V4 (PIN verification),\n"
+    "               C0, S0/S1 (signature / CA, with --algorithm ec); BDKs: mposctl bdk create\n"
+    "  --algorithm  aes, tdes, hmac, sm4 or ec (P-256)\n"
+    "  --length     key bytes (default: aes 16, tdes 16, hmac 32, sm4 16)\n"
+    "  --mode       TR-31 mode of use (default from the usage: B, C, X or S)\n"
+    "  --exportable the key may be exported under a KEK (default: never)\n"
+    "Prints: LABEL KCV (for ec: the first 5 bytes of SHA-256 of the public key)\n";
+
+static const char help_key_import[] =
+    "usage: mposctl key import --label LABEL --kek LABEL --block-file FILE [--kcv HEX]\n"
+    "                          [--dukpt aes|tdes]\n"
+    "Imports a key received as a TR-31 block under a KEK (a K0/K1 key in the database),\n"
+    "re-wrapped by mpos-hsmd under the LMK. FILE holds the block ('-': standard input).\n"
+    "--kcv: the check value the sender announced (compared inside mpos-hsmd).\n";
+
+static const char help_key_export[] =
+    "usage: mposctl key export --label LABEL --kek LABEL [--exportability N|E]\n"
+    "Exports an exportable key as a TR-31 block under a KEK (default exportability of the\n"
+    "block: N, so the receiver cannot pass it on). Prints the block, then its KCV.\n";
+
+static const char help_ca_create[] =
+    "usage: mposctl ca create --key LABEL --cn NAME --out FILE [--validity DAYS]\n"
+    "Has mpos-hsmd issue the manufacturer CA's self-signed certificate (X.509 v3, DER,\n"
+    "ECDSA P-256 with SHA-256; CA:TRUE, pathlen 0) for an S1/S0 EC key in the database\n"
+    "(mposctl key generate --usage S1 --algorithm ec). Writes it to FILE (not overwritten)\n"
+    "and prints its SHA-256 fingerprint. --validity: 1 to 7300 days (default 3650).\n";
+
+static const char help_provision[] =
+    "usage: mposctl terminal provision SERIAL --bdk LABEL --transport-key LABEL --csr FILE\n"
+    "                                  --ca-key LABEL --ca-cert FILE --out DIR\n"
+    "                                  [--validity DAYS]\n"
+    "Provisions a DUKPT terminal: allocates its unique initial KSN from the BDK's allocator,\n"
+    "has mpos-hsmd derive its initial key and wrap it under the transport key (TR-31, usage\n"
+    "B1), has mpos-hsmd sign its certificate request with the manufacturer CA key, and\n"
+    "records the KSN, the BDK and the certificate fingerprint. Writes DIR/SERIAL.crt (DER),\n"
+    "DIR/SERIAL.tr31 (the initial key block) and DIR/SERIAL.ksn.\n";
+
+#if !defined(MPOSCTL_HAVE_HSM) || !defined(MPOSCTL_HAVE_VAULT)
+static int no_hsm(struct ctl *c)
+{
+    return ctl_error(c, CTL_FAIL, "this mposctl was built without the mpos-hsmd client");
+}
+#endif
+
+#ifdef MPOSCTL_HAVE_HSM
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static int sha256(const void *data, size_t len, uint8_t out[32])
+{
+    unsigned int n = 0;
+    return EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) == 1 && n == 32 ? MPOS_OK
+                                                                              : MPOS_ERR_CRYPTO;
+}
+
+/* Reads a whole file (or stdin for "-") into a new buffer, NUL-terminated; at most max bytes. */
+static int read_file(struct ctl *c, const char *path, uint8_t **out, size_t *len, size_t max)
+{
+    FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    int rc = CTL_OK;
+    if (fp == NULL) {
+        return ctl_error(c, CTL_FAIL, "cannot read %s: %s", path, strerror(errno));
+    }
+    buf = malloc(max + 1);
+    if (buf == NULL) {
+        rc = ctl_error(c, CTL_FAIL, "out of memory");
+        goto exit;
+    }
+    n = fread(buf, 1, max + 1, fp);
+    if (ferror(fp) || n > max) {
+        rc = ctl_error(c, CTL_FAIL, "%s: unreadable or larger than %zu bytes", path, max);
+        goto exit;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    buf = NULL;
+exit:
+    free(buf);
+    if (fp != stdin) {
+        fclose(fp);
+    }
+    return rc;
+}
+
+static int write_file(struct ctl *c, const char *dir, const char *name, const void *data,
+                      size_t len)
+{
+    char path[CTL_PATH_MAX];
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path)) {
+        return ctl_error(c, CTL_USAGE, "--out: path too long");
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return ctl_error(c, CTL_FAIL, "cannot create %s: %s", path, strerror(errno));
+    }
+    ssize_t w = write(fd, data, len);
+    if (w < 0 || (size_t)w != len || fsync(fd) != 0) {
+        close(fd);
+        return ctl_error(c, CTL_FAIL, "cannot write %s", path);
+    }
+    close(fd);
+    return CTL_OK;
+}
+
+static int hex_arg(struct ctl *c, const char *opt, const char *hex, uint8_t *out, size_t want)
+{
+    size_t n = 0;
+    if (mpos_hex_decode(hex, out, want, &n) != MPOS_OK || n != want) {
+        return ctl_error(c, CTL_USAGE, "--%s: %zu bytes of hex", opt, want);
+    }
+    return CTL_OK;
+}
+
+static int hsm_open(struct ctl *c, hsm_client *hc)
+{
+    int rc = ctl_load_config(c);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    if (c->hsm[0] == '\0') {
+        return ctl_error(c, CTL_USAGE,
+                         "no HSM socket: give --hsm SOCKET or [hsm] socket in the --config file");
+    }
+    rc = hsm_client_open(hc, c->hsm, c->hsm_timeout_ms);
+    if (rc != 0) {
+        return ctl_error(c, CTL_FAIL, "cannot connect to mpos-hsmd at %s", c->hsm);
+    }
+    return CTL_OK;
+}
+
+static int hsm_error(struct ctl *c, int rc, const char *what)
+{
+    if (rc > 0) {
+        return ctl_error(c, CTL_FAIL, "%s: mpos-hsmd refused: %s", what, hsm_status_name(rc));
+    }
+    if (rc == HSM_CLIENT_ERR_TIMEOUT) {
+        return ctl_error(c, CTL_FAIL, "%s: mpos-hsmd did not answer in time", what);
+    }
+    if (rc == HSM_CLIENT_ERR_IO) {
+        return ctl_error(c, CTL_FAIL, "%s: connection to mpos-hsmd lost", what);
+    }
+    return ctl_error(c, CTL_FAIL, "%s: %s", what, mpos_strerror(rc));
+}
+
+/* A stored key block as a request argument. */
+static int load_block(struct ctl *c, const char *opt, const char *label, struct mpos_store_key *k,
+                      struct hsm_kb_in *in)
+{
+    if (!mpos_store_label_valid(label)) {
+        return ctl_error(c, CTL_USAGE, "--%s: a key label ([a-z0-9._:-], 1 to 64)", opt);
+    }
+    int rc = mpos_store_key_get(c->st, label, k);
+    if (rc == MPOS_STORE_NOT_FOUND) {
+        return ctl_error(c, CTL_FAIL, "no key %s", label);
+    }
+    if (rc != MPOS_OK) {
+        return ctl_store_error(c, rc, "key");
+    }
+    in->text = k->key_block;
+    in->len = strlen(k->key_block);
+    return CTL_OK;
+}
+
+static int label_free(struct ctl *c, const char *label)
+{
+    struct mpos_store_key k;
+    if (label == NULL || !mpos_store_label_valid(label)) {
+        return ctl_error(c, CTL_USAGE, "--label: 1 to 64 of [a-z0-9._:-]");
+    }
+    int rc = mpos_store_key_get(c->st, label, &k);
+    if (rc == MPOS_OK) {
+        return ctl_error(c, CTL_FAIL, "key %s already exists", label);
+    }
+    return rc == MPOS_STORE_NOT_FOUND ? CTL_OK : ctl_store_error(c, rc, "key");
+}
+
+static int hsm_status(struct ctl *c, int argc, char **argv)
+{
+    hsm_client hc;
+    struct hsm_client_status s;
+    char kcv[2 * HSM_KCV_LEN + 1];
+    int rc = ctl_parse(c, argc, argv, NULL, 0, NULL, 0, 0, help_hsm_status);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    rc = hsm_open(c, &hc);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    rc = hsm_client_status(&hc, &s);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        return hsm_error(c, rc, "hsm status");
+    }
+    mpos_hex_encode(s.lmk_kcv, HSM_KCV_LEN, kcv);
+    fprintf(c->out, "version   %s\nrole      %s\nlmk-kcv   %s\nuptime    %llus\n", s.version,
+            s.role, kcv, (unsigned long long)s.uptime_s);
+    fprintf(c->out, "commands  %llu\nrefused   %llu\nsessions  %llu\nworkers   %u\n",
+            (unsigned long long)s.commands, (unsigned long long)s.refused,
+            (unsigned long long)s.sessions, s.workers);
+    return CTL_OK;
+}
+
+static int stored_key_output(struct ctl *c, const char *label, const struct hsm_kb_out *block,
+                             const uint8_t *kcv, size_t kcv_len)
+{
+    char hex[2 * HSM_KCV_LEN + 1];
+    mpos_hex_encode(kcv, kcv_len, hex);
+    int rc = mpos_store_key_put(c->st, label, block->text, hex, c->now);
+    if (rc == MPOS_STORE_EXISTS) {
+        return ctl_error(c, CTL_FAIL, "key %s already exists", label);
+    }
+    if (rc != MPOS_OK) {
+        return ctl_store_error(c, rc, "key store");
+    }
+    fprintf(c->out, "%s %s\n", label, hex);
+    return CTL_OK;
+}
+
+static int parse_alg(const char *s, char *alg, size_t *len)
+{
+    static const struct {
+        const char *name;
+        char code;
+        size_t len;
+    } algs[] = {
+        {"aes", 'A', 16}, {"tdes", 'T', 16}, {"hmac", 'H', 32}, {"sm4", '4', 16}, {"ec", 'E', 32}};
+    for (size_t i = 0; s != NULL && i < sizeof(algs) / sizeof(algs[0]); i++) {
+        if (strcmp(s, algs[i].name) == 0) {
+            *alg = algs[i].code;
+            *len = algs[i].len;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A default mode of use for a key usage (X9.143:2021 6.3.3). */
+static char default_mode(const char *usage)
+{
+    switch (usage[0]) {
+    case 'M':
+    case 'V':
+    case 'C':
+        return 'C';
+    case 'E':
+    case 'B':
+        return 'X';
+    case 'S':
+        return 'S';
+    default:
+        return 'B';
+    }
+}
+
+static int key_generate(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {{"label", 1, NULL},  {"usage", 1, NULL}, {"algorithm", 1, NULL},
+                             {"length", 1, NULL}, {"mode", 1, NULL},  {"exportable", 0, NULL}};
+    struct hsm_generate_key_req req;
+    struct hsm_generate_key_resp resp;
+    hsm_client hc;
+    size_t len = 0;
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_key_generate);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    const char *label = ctl_get(opts, CTL_NOPTS(opts), "label");
+    const char *usage = ctl_get(opts, CTL_NOPTS(opts), "usage");
+    const char *alg = ctl_get(opts, CTL_NOPTS(opts), "algorithm");
+    const char *length = ctl_get(opts, CTL_NOPTS(opts), "length");
+    const char *mode = ctl_get(opts, CTL_NOPTS(opts), "mode");
+    memset(&req, 0, sizeof(req));
+    if (label == NULL || usage == NULL || alg == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing --label, --usage or --algorithm (try --help)");
+    }
+    if (strlen(usage) != 2 || usage[0] < 'A' || usage[0] > 'Z') {
+        return ctl_error(c, CTL_USAGE, "--usage: a TR-31 key usage such as P0, M6, K0");
+    }
+    if (strcmp(usage, "B0") == 0) {
+        return ctl_error(c, CTL_USAGE, "a BDK is made with: mposctl bdk create");
+    }
+    if (!parse_alg(alg, &req.attr.algorithm, &len)) {
+        return ctl_error(c, CTL_USAGE, "--algorithm: aes, tdes, hmac, sm4 or ec");
+    }
+    if (length != NULL) {
+        int64_t n = 0;
+        if (!ctl_duration(length, 8, 64, &n) || strspn(length, "0123456789") != strlen(length)) {
+            return ctl_error(c, CTL_USAGE, "--length: key bytes, 8 to 64");
+        }
+        len = (size_t)n;
+    }
+    if (mode != NULL && (strlen(mode) != 1 || strchr("BCDEGNSTVXY", mode[0]) == NULL)) {
+        return ctl_error(c, CTL_USAGE, "--mode: one TR-31 mode of use letter");
+    }
+    memcpy(req.attr.usage, usage, 3);
+    req.attr.mode = mode != NULL ? mode[0] : default_mode(usage);
+    req.attr.exportability = ctl_get(opts, CTL_NOPTS(opts), "exportable") != NULL ? 'E' : 'N';
+    req.key_len = len;
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = label_free(c, label);
+    }
+    if (rc == CTL_OK) {
+        rc = hsm_open(c, &hc);
+    }
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    rc = hsm_client_generate_key(&hc, &req, &resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        rc = hsm_error(c, rc, "key generate");
+        goto exit;
+    }
+    if (req.attr.algorithm == 'E') {
+        /* No check value for a key pair: a fingerprint of its public key instead. */
+        uint8_t fp[32];
+        if (resp.ec_pub_len == 0 || sha256(resp.ec_pub, resp.ec_pub_len, fp) != MPOS_OK) {
+            rc = ctl_error(c, CTL_FAIL, "key generate: no public key in the answer");
+            goto exit;
+        }
+        memcpy(resp.kcv, fp, HSM_KCV_LEN);
+        resp.kcv_len = HSM_KCV_LEN;
+    }
+    rc = stored_key_output(c, label, &resp.key, resp.kcv, resp.kcv_len);
+exit:
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int key_import(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {{"label", 1, NULL},
+                             {"kek", 1, NULL},
+                             {"block-file", 1, NULL},
+                             {"kcv", 1, NULL},
+                             {"dukpt", 1, NULL}};
+    struct hsm_import_key_req req;
+    struct hsm_import_key_resp resp;
+    struct mpos_store_key kek;
+    hsm_client hc;
+    uint8_t *block = NULL;
+    size_t block_len = 0;
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_key_import);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    const char *label = ctl_get(opts, CTL_NOPTS(opts), "label");
+    const char *kek_label = ctl_get(opts, CTL_NOPTS(opts), "kek");
+    const char *file = ctl_get(opts, CTL_NOPTS(opts), "block-file");
+    const char *kcv = ctl_get(opts, CTL_NOPTS(opts), "kcv");
+    const char *dukpt = ctl_get(opts, CTL_NOPTS(opts), "dukpt");
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    if (label == NULL || kek_label == NULL || file == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing --label, --kek or --block-file (try --help)");
+    }
+    if (kcv != NULL &&
+        (mpos_hex_decode(kcv, req.expected_kcv, HSM_KCV_LEN, &req.expected_kcv_len) != MPOS_OK ||
+         req.expected_kcv_len < 2)) {
+        return ctl_error(c, CTL_USAGE, "--kcv: 2 to 5 bytes of hex");
+    }
+    if (dukpt != NULL) {
+        if (strcmp(dukpt, "aes") != 0 && strcmp(dukpt, "tdes") != 0) {
+            return ctl_error(c, CTL_USAGE, "--dukpt: aes or tdes");
+        }
+        req.dukpt = strcmp(dukpt, "aes") == 0 ? 1 : 2;
+    }
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = label_free(c, label);
+    }
+    if (rc == CTL_OK) {
+        rc = load_block(c, "kek", kek_label, &kek, &req.kek);
+    }
+    if (rc == CTL_OK) {
+        rc = read_file(c, file, &block, &block_len, HSM_KEYBLOCK_MAX_LEN + 2);
+    }
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    while (block_len > 0 && (block[block_len - 1] == '\n' || block[block_len - 1] == '\r')) {
+        block[--block_len] = '\0';
+    }
+    req.block.text = (const char *)block;
+    req.block.len = block_len;
+    rc = hsm_open(c, &hc);
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    rc = hsm_client_import_key(&hc, &req, &resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        rc = hsm_error(c, rc, "key import");
+        goto exit;
+    }
+    rc = stored_key_output(c, label, &resp.key, resp.kcv, resp.kcv_len);
+exit:
+    if (block != NULL) {
+        mpos_cleanse(block, block_len);
+        free(block);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int key_export(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {{"label", 1, NULL}, {"kek", 1, NULL}, {"exportability", 1, NULL}};
+    struct hsm_export_key_req req;
+    struct hsm_export_key_resp resp;
+    struct mpos_store_key key, kek;
+    hsm_client hc;
+    char hex[2 * HSM_KCV_LEN + 1];
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_key_export);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    const char *label = ctl_get(opts, CTL_NOPTS(opts), "label");
+    const char *kek_label = ctl_get(opts, CTL_NOPTS(opts), "kek");
+    const char *exp = ctl_get(opts, CTL_NOPTS(opts), "exportability");
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    if (label == NULL || kek_label == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing --label or --kek (try --help)");
+    }
+    if (exp != NULL && strcmp(exp, "N") != 0 && strcmp(exp, "E") != 0) {
+        return ctl_error(c, CTL_USAGE, "--exportability: N or E");
+    }
+    req.exportability = exp != NULL ? exp[0] : 'N';
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = load_block(c, "label", label, &key, &req.key);
+    }
+    if (rc == CTL_OK) {
+        rc = load_block(c, "kek", kek_label, &kek, &req.kek);
+    }
+    if (rc == CTL_OK) {
+        rc = hsm_open(c, &hc);
+    }
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    rc = hsm_client_export_key(&hc, &req, &resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        rc = hsm_error(c, rc, "key export");
+        goto exit;
+    }
+    mpos_hex_encode(resp.kcv, resp.kcv_len, hex);
+    fprintf(c->out, "%s\nkcv %s\n", resp.block.text, hex);
+exit:
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int bdk_create(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {{"label", 1, NULL},        {"algorithm", 1, NULL},
+                             {"length", 1, NULL},       {"key-set-id", 1, NULL},
+                             {"first-device", 1, NULL}, {"exportable", 0, NULL}};
+    struct hsm_generate_bdk_req req;
+    struct hsm_generate_key_resp resp;
+    enum mpos_terminal_scheme scheme = MPOS_SCHEME_AES_DUKPT;
+    uint8_t ksi[5];
+    char ksi_hex[11], kcv[2 * HSM_KCV_LEN + 1];
+    int64_t first = 1, n = 0;
+    hsm_client hc;
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_bdk_create);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    const char *label = ctl_get(opts, CTL_NOPTS(opts), "label");
+    const char *alg = ctl_get(opts, CTL_NOPTS(opts), "algorithm");
+    const char *length = ctl_get(opts, CTL_NOPTS(opts), "length");
+    const char *ksi_arg = ctl_get(opts, CTL_NOPTS(opts), "key-set-id");
+    const char *first_arg = ctl_get(opts, CTL_NOPTS(opts), "first-device");
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    if (label == NULL || alg == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing --label or --algorithm (try --help)");
+    }
+    if (strcmp(alg, "aes") == 0) {
+        req.algorithm = 'A';
+    } else if (strcmp(alg, "tdes") == 0) {
+        req.algorithm = 'T';
+        scheme = MPOS_SCHEME_TDES_DUKPT;
+    } else {
+        return ctl_error(c, CTL_USAGE, "--algorithm: aes or tdes");
+    }
+    req.key_len = 16;
+    if (length != NULL) {
+        if (strcmp(length, "16") != 0 && strcmp(length, "24") != 0 &&
+            (strcmp(length, "32") != 0 || req.algorithm != 'A')) {
+            return ctl_error(c, CTL_USAGE, "--length: 16, 24 or 32 (aes); 16 or 24 (tdes)");
+        }
+        req.key_len = (size_t)atoi(length);
+    }
+    req.exportability = ctl_get(opts, CTL_NOPTS(opts), "exportable") != NULL ? 'E' : 'N';
+    size_t ksi_len = scheme == MPOS_SCHEME_AES_DUKPT ? 4 : 5;
+    if (ksi_arg != NULL) {
+        rc = hex_arg(c, "key-set-id", ksi_arg, ksi, ksi_len);
+    } else if (mpos_random_bytes(ksi, ksi_len) != MPOS_OK) {
+        rc = ctl_error(c, CTL_FAIL, "random generator failed");
+    }
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    mpos_hex_encode(ksi, ksi_len, ksi_hex);
+    if (first_arg != NULL) {
+        if (strspn(first_arg, "0123456789") != strlen(first_arg) ||
+            !ctl_duration(first_arg, 0, scheme == MPOS_SCHEME_AES_DUKPT ? 4294967295LL : 524287,
+                          &n)) {
+            return ctl_error(c, CTL_USAGE, "--first-device: a device ID the scheme allows");
+        }
+        first = n;
+    }
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = label_free(c, label);
+    }
+    if (rc == CTL_OK) {
+        rc = hsm_open(c, &hc);
+    }
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    rc = hsm_client_generate_bdk(&hc, &req, &resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        rc = hsm_error(c, rc, "bdk create");
+        goto exit;
+    }
+    mpos_hex_encode(resp.kcv, resp.kcv_len, kcv);
+    /* The key block and its allocator together, or neither. */
+    rc = mpos_store_begin(c->st);
+    if (rc == MPOS_OK) {
+        rc = mpos_store_key_put(c->st, label, resp.key.text, kcv, c->now);
+    }
+    if (rc == MPOS_OK) {
+        rc = mpos_store_ksn_allocator_create(c->st, scheme, ksi_hex, label, first, c->now);
+    }
+    if (rc == MPOS_OK) {
+        rc = mpos_store_commit(c->st);
+    } else {
+        mpos_store_rollback(c->st);
+    }
+    if (rc == MPOS_STORE_EXISTS) {
+        rc = ctl_error(c, CTL_FAIL, "key set ID %s or label %s already in use", ksi_hex, label);
+        goto exit;
+    }
+    if (rc != MPOS_OK) {
+        rc = ctl_store_error(c, rc, "bdk create");
+        goto exit;
+    }
+    fprintf(c->out, "label       %s\nkcv         %s\nscheme      %s\nkey-set-id  %s\n", label, kcv,
+            mpos_terminal_scheme_name(scheme), ksi_hex);
+    rc = CTL_OK;
+exit:
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+static int provision(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {{"bdk", 1, NULL},     {"transport-key", 1, NULL}, {"csr", 1, NULL},
+                             {"ca-key", 1, NULL},  {"ca-cert", 1, NULL},       {"out", 1, NULL},
+                             {"validity", 1, NULL}};
+    const char *pos[1];
+    struct mpos_store_key bdk, tk, ca;
+    struct hsm_dukpt_initial_key_req ik_req;
+    struct hsm_dukpt_initial_key_resp ik_resp;
+    struct hsm_cert_sign_req cs_req;
+    struct hsm_cert_sign_resp cs_resp;
+    struct mpos_store_terminal t;
+    uint8_t *csr = NULL, *ca_cert = NULL;
+    size_t csr_len = 0, ca_cert_len = 0, id_len = 0;
+    char ksn[MPOS_STORE_KSN_HEX_LEN + 1] = "", fp_hex[65], name[80], line[64];
+    uint8_t fp[32];
+    int64_t days = 365;
+    enum mpos_terminal_scheme scheme = MPOS_SCHEME_NONE;
+    hsm_client hc;
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), pos, 1, 1, help_provision);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    memset(&ik_req, 0, sizeof(ik_req));
+    memset(&ik_resp, 0, sizeof(ik_resp));
+    memset(&cs_req, 0, sizeof(cs_req));
+    memset(&cs_resp, 0, sizeof(cs_resp));
+    const char *bdk_label = ctl_get(opts, CTL_NOPTS(opts), "bdk");
+    const char *tk_label = ctl_get(opts, CTL_NOPTS(opts), "transport-key");
+    const char *csr_file = ctl_get(opts, CTL_NOPTS(opts), "csr");
+    const char *ca_label = ctl_get(opts, CTL_NOPTS(opts), "ca-key");
+    const char *ca_file = ctl_get(opts, CTL_NOPTS(opts), "ca-cert");
+    const char *out = ctl_get(opts, CTL_NOPTS(opts), "out");
+    const char *validity = ctl_get(opts, CTL_NOPTS(opts), "validity");
+    if (bdk_label == NULL || tk_label == NULL || csr_file == NULL || ca_label == NULL ||
+        ca_file == NULL || out == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing option (try --help)");
+    }
+    if (!mpos_store_serial_valid(pos[0])) {
+        return ctl_error(c, CTL_USAGE, "SERIAL: 1 to 32 letters, digits or '-' (case-sensitive)");
+    }
+    if (validity != NULL && (strspn(validity, "0123456789") != strlen(validity) ||
+                             !ctl_duration(validity, 1, 3650, &days))) {
+        return ctl_error(c, CTL_USAGE, "--validity: 1 to 3650 days");
+    }
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = load_block(c, "bdk", bdk_label, &bdk, &ik_req.bdk);
+    }
+    if (rc == CTL_OK) {
+        rc = load_block(c, "transport-key", tk_label, &tk, &ik_req.transport_key);
+    }
+    if (rc == CTL_OK) {
+        rc = load_block(c, "ca-key", ca_label, &ca, &cs_req.ca_key);
+    }
+    if (rc == CTL_OK) {
+        rc = read_file(c, csr_file, &csr, &csr_len, HSM_CERT_MAX_LEN);
+    }
+    if (rc == CTL_OK) {
+        rc = read_file(c, ca_file, &ca_cert, &ca_cert_len, HSM_CERT_MAX_LEN);
+    }
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    /* The terminal must be able to take keys before a KSN is spent on it. */
+    rc = mpos_store_terminal_get(c->st, pos[0], &t);
+    if (rc == MPOS_OK && t.state != MPOS_TERMINAL_PROVISIONED &&
+        t.state != MPOS_TERMINAL_SUSPENDED) {
+        rc = ctl_error(c, CTL_FAIL, "terminal %s is %s: suspend it before re-keying", t.serial,
+                       mpos_terminal_state_name(t.state));
+        goto exit;
+    }
+    if (rc != MPOS_OK && rc != MPOS_STORE_NOT_FOUND) {
+        rc = ctl_store_error(c, rc, "terminal");
+        goto exit;
+    }
+    /* T-UNIQ-1: a fresh initial KSN from the BDK's allocator, never handed out before. */
+    scheme = bdk.algorithm == 'T' ? MPOS_SCHEME_TDES_DUKPT : MPOS_SCHEME_AES_DUKPT;
+    rc = mpos_store_ksn_allocate(c->st, scheme, NULL, bdk_label, pos[0], c->now, ksn, NULL);
+    if (rc != MPOS_OK) {
+        rc = rc == MPOS_STORE_NOT_FOUND
+                 ? ctl_error(c, CTL_FAIL, "key %s is not a BDK with a KSN allocator", bdk_label)
+                 : ctl_store_error(c, rc, "KSN allocation");
+        goto exit;
+    }
+    if (mpos_hex_decode(ksn, ik_req.id, sizeof(ik_req.id), &id_len) != MPOS_OK) {
+        rc = ctl_error(c, CTL_FAIL, "internal: KSN");
+        goto exit;
+    }
+    ik_req.id_len = id_len;
+    cs_req.ca_cert = ca_cert;
+    cs_req.ca_cert_len = ca_cert_len;
+    cs_req.csr = csr;
+    cs_req.csr_len = csr_len;
+    snprintf(cs_req.serial, sizeof(cs_req.serial), "%s", pos[0]);
+    for (char *p = cs_req.serial; *p != '\0'; p++) {
+        *p = (*p >= 'a' && *p <= 'z') ? (char)(*p - 'a' + 'A') : *p;
+    }
+    cs_req.not_before = c->now;
+    cs_req.not_after = c->now + days * 86400;
+    rc = hsm_open(c, &hc);
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    rc = hsm_client_dukpt_initial_key(&hc, &ik_req, &ik_resp);
+    if (rc == 0) {
+        rc = hsm_client_cert_sign(&hc, &cs_req, &cs_resp);
+        if (rc != 0) {
+            rc = hsm_error(c, rc, "certificate signing");
+        }
+    } else {
+        rc = hsm_error(c, rc, "initial key derivation");
+    }
+    hsm_client_close(&hc);
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    if (sha256(cs_resp.cert, cs_resp.cert_len, fp) != MPOS_OK) {
+        rc = ctl_error(c, CTL_FAIL, "SHA-256 failed");
+        goto exit;
+    }
+    mpos_hex_encode(fp, sizeof(fp), fp_hex);
+    struct mpos_store_terminal_keys keys = {scheme, ksn, NULL, bdk_label, fp_hex};
+    rc = mpos_store_terminal_register_keys(c->st, pos[0], &keys, c->now);
+    if (rc != MPOS_OK) {
+        rc = ctl_store_error(c, rc, "terminal provision");
+        goto exit;
+    }
+    snprintf(name, sizeof(name), "%s.crt", cs_req.serial);
+    rc = write_file(c, out, name, cs_resp.cert, cs_resp.cert_len);
+    if (rc == CTL_OK) {
+        snprintf(name, sizeof(name), "%s.tr31", cs_req.serial);
+        rc = write_file(c, out, name, ik_resp.block.text, ik_resp.block.len);
+    }
+    if (rc == CTL_OK) {
+        snprintf(name, sizeof(name), "%s.ksn", cs_req.serial);
+        snprintf(line, sizeof(line), "%s\n", ksn);
+        rc = write_file(c, out, name, line, strlen(line));
+    }
+    if (rc == CTL_OK) {
+        fprintf(c->out, "serial       %s\nscheme       %s\ninitial-ksn  %s\ncert-sha256  %s\n",
+                cs_req.serial, mpos_terminal_scheme_name(scheme), ksn, fp_hex);
+    }
+exit:
+    free(csr);
+    free(ca_cert);
+    MPOS_WIPE_CTX(&ik_resp);
+    MPOS_WIPE_CTX(&cs_resp);
+    return rc;
+}
+
+static int ca_create(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {
+        {"key", 1, NULL}, {"cn", 1, NULL}, {"out", 1, NULL}, {"validity", 1, NULL}};
+    struct hsm_ca_cert_req req;
+    struct hsm_cert_sign_resp resp;
+    struct mpos_store_key key;
+    hsm_client hc;
+    int64_t days = 3650;
+    uint8_t fp[32];
+    char fp_hex[65];
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_ca_create);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    const char *label = ctl_get(opts, CTL_NOPTS(opts), "key");
+    const char *cn = ctl_get(opts, CTL_NOPTS(opts), "cn");
+    const char *out = ctl_get(opts, CTL_NOPTS(opts), "out");
+    const char *validity = ctl_get(opts, CTL_NOPTS(opts), "validity");
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    if (label == NULL || cn == NULL || out == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing --key, --cn or --out (try --help)");
+    }
+    if (strlen(cn) < 1 || strlen(cn) >= sizeof(req.common_name)) {
+        return ctl_error(c, CTL_USAGE, "--cn: 1 to 64 printable characters");
+    }
+    for (const char *p = cn; *p != '\0'; p++) {
+        if (*p < 0x20 || *p > 0x7E) {
+            return ctl_error(c, CTL_USAGE, "--cn: 1 to 64 printable characters");
+        }
+    }
+    if (validity != NULL && (strspn(validity, "0123456789") != strlen(validity) ||
+                             !ctl_duration(validity, 1, 7300, &days))) {
+        return ctl_error(c, CTL_USAGE, "--validity: 1 to 7300 days");
+    }
+    memcpy(req.common_name, cn, strlen(cn) + 1);
+    req.not_before = c->now;
+    req.not_after = c->now + days * 86400;
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = load_block(c, "key", label, &key, &req.ca_key);
+    }
+    if (rc == CTL_OK) {
+        rc = hsm_open(c, &hc);
+    }
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    rc = hsm_client_ca_cert_create(&hc, &req, &resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        return hsm_error(c, rc, "ca create");
+    }
+    if (sha256(resp.cert, resp.cert_len, fp) != MPOS_OK) {
+        return ctl_error(c, CTL_FAIL, "SHA-256 failed");
+    }
+    mpos_hex_encode(fp, sizeof(fp), fp_hex);
+    int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return ctl_error(c, CTL_FAIL, "cannot create %s: %s", out, strerror(errno));
+    }
+    ssize_t w = write(fd, resp.cert, resp.cert_len);
+    int synced = fsync(fd) == 0;
+    close(fd);
+    if (w < 0 || (size_t)w != resp.cert_len || !synced) {
+        return ctl_error(c, CTL_FAIL, "cannot write %s", out);
+    }
+    fprintf(c->out, "cert-sha256 %s\n", fp_hex);
+    return CTL_OK;
+}
+
+#endif /* MPOSCTL_HAVE_HSM */
+
+#if defined(MPOSCTL_HAVE_HSM) && defined(MPOSCTL_HAVE_VAULT)
+#include "vault.h"
+
+static int read_pin_file(struct ctl *c, const char *path, char *pin, size_t cap)
+{
+    struct stat sb;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int rc = CTL_OK;
+    if (fd < 0) {
+        return ctl_error(c, CTL_FAIL, "cannot read %s: %s", path, strerror(errno));
+    }
+    if (fstat(fd, &sb) != 0 || (sb.st_mode & 077) != 0) {
+        close(fd);
+        return ctl_error(c, CTL_FAIL, "%s must not be readable by group or others", path);
+    }
+    ssize_t n = read(fd, pin, cap - 1);
+    close(fd);
+    if (n <= 0) {
+        return ctl_error(c, CTL_FAIL, "%s: empty", path);
+    }
+    pin[n] = '\0';
+    pin[strcspn(pin, "\r\n")] = '\0';
+    if (pin[0] == '\0') {
+        rc = ctl_error(c, CTL_FAIL, "%s: empty", path);
+    }
+    return rc;
+}
+
+static int hsm_init(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {{"pkcs11-module", 1, NULL},
+                             {"token-label", 1, NULL},
+                             {"pin-file", 1, NULL},
+                             {"lmk-wrapped", 1, NULL}};
+    hsm_vault v;
+    char pin[256];
+    char kcv[2 * HSM_KCV_LEN + 1];
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_hsm_init);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    const char *module = ctl_get(opts, CTL_NOPTS(opts), "pkcs11-module");
+    const char *label = ctl_get(opts, CTL_NOPTS(opts), "token-label");
+    const char *pin_file = ctl_get(opts, CTL_NOPTS(opts), "pin-file");
+    const char *wrapped = ctl_get(opts, CTL_NOPTS(opts), "lmk-wrapped");
+    if (module == NULL || label == NULL || pin_file == NULL || wrapped == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing option (try --help)");
+    }
+    rc = read_pin_file(c, pin_file, pin, sizeof(pin));
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    if (hsm_vault_init(&v) != MPOS_OK) {
+        rc = ctl_error(c, CTL_FAIL, "cannot lock memory for the LMK (RLIMIT_MEMLOCK)");
+        goto exit;
+    }
+    struct hsm_pkcs11_config cfg = {module, label, pin};
+    rc = hsm_vault_create_pkcs11(&v, &cfg, wrapped);
+    if (rc != MPOS_OK) {
+        rc = ctl_error(c, CTL_FAIL, "LMK not created: %s", mpos_strerror(rc));
+    } else {
+        mpos_hex_encode(v.lmk_kcv, HSM_KCV_LEN, kcv);
+        fprintf(c->out, "lmk-kcv %s\nwrapped %s\n", kcv, wrapped);
+        rc = CTL_OK;
+    }
+    hsm_vault_close(&v);
+exit:
+    MPOS_WIPE_BUFFER(pin);
+    return rc;
+}
+#else
+static int hsm_init(struct ctl *c, int argc, char **argv)
+{
+    int rc = ctl_parse(c, argc, argv, NULL, 0, NULL, 0, 0, help_hsm_init);
+    return rc != CTL_OK ? rc : no_hsm(c);
+}
+#endif
+
+#ifndef MPOSCTL_HAVE_HSM
+/* Built without hsm/client: the commands exist, say why they cannot run, and keep --help. */
+#define HSM_STUB(fn, help)                                                                         \
+    static int fn(struct ctl *c, int argc, char **argv)                                            \
+    {                                                                                              \
+        int rc = ctl_parse(c, argc, argv, NULL, 0, NULL, 0, 99, help);                             \
+        return rc != CTL_OK ? rc : no_hsm(c);                                                      \
+    }
+HSM_STUB(hsm_status, help_hsm_status)
+HSM_STUB(key_generate, help_key_generate)
+HSM_STUB(key_import, help_key_import)
+HSM_STUB(key_export, help_key_export)
+HSM_STUB(bdk_create, help_bdk_create)
+HSM_STUB(provision, help_provision)
+HSM_STUB(ca_create, help_ca_create)
+#endif
+
+int ctl_key_generate(struct ctl *c, int argc, char **argv)
+{
+    return key_generate(c, argc, argv);
+}
+
+int ctl_key_import(struct ctl *c, int argc, char **argv)
+{
+    return key_import(c, argc, argv);
+}
+
+int ctl_key_export(struct ctl *c, int argc, char **argv)
+{
+    return key_export(c, argc, argv);
+}
+
+int ctl_terminal_provision(struct ctl *c, int argc, char **argv)
+{
+    return provision(c, argc, argv);
+}
+
+int cmd_hsm(struct ctl *c, int argc, char **argv)
+{
+    static const struct ctl_command cmds[] = {
+        {"status", hsm_status}, {"init", hsm_init}, {NULL, NULL}};
+    return ctl_dispatch(c, argc, argv, cmds,
+                        "usage: mposctl hsm status | init   (mposctl hsm <command> --help)\n");
+}
+
+int cmd_ca(struct ctl *c, int argc, char **argv)
+{
+    static const struct ctl_command cmds[] = {{"create", ca_create}, {NULL, NULL}};
+    return ctl_dispatch(c, argc, argv, cmds,
+                        "usage: mposctl ca create   (mposctl ca create --help)\n");
+}
+
+int cmd_bdk(struct ctl *c, int argc, char **argv)
+{
+    static const struct ctl_command cmds[] = {{"create", bdk_create}, {NULL, NULL}};
+    return ctl_dispatch(c, argc, argv, cmds,
+                        "usage: mposctl bdk create   (mposctl bdk create --help)\n");
+}
