@@ -5,10 +5,11 @@
  * caller's, since EMV uses its own format, not PKCS#1), and enciphering an offline PIN block
  * under the ICC PIN Encipherment Public Key (7.2). Both are out = in ^ e mod n on public data.
  *
- * Portable C, no allocation, no libcrypto (it runs in the terminal core): Montgomery
- * multiplication over 32-bit limbs with caller-stack work space. Variable time, which is fine
- * for a public key and public or already-enciphered data; never use it with a private
- * exponent.
+ * Through the facade like every primitive: libcrypto's BN_mod_exp on Linux; a device port
+ * swaps lib/crypto/rsa.c for its crypto unit (or mbedTLS's mbedtls_mpi_exp_mod). Only public
+ * data passes here, so variable time is fine; never use it with a private exponent. libcrypto
+ * allocates its big numbers inside the call (like mpos_sha1): on the terminal this runs once
+ * per offline enciphered PIN.
  */
 #ifndef MPOS_RSA_H
 #define MPOS_RSA_H
