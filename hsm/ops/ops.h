@@ -469,4 +469,77 @@ struct hsm_status_resp {
 int hsm_op_status(hsm_vault *v, const struct hsm_status_req *req,
                   struct hsm_status_resp *resp) MPOS_MUST_CHECK;
 
+/* ==== Terminal provisioning (role tools; hsm/ops/provision.c) ============================
+ * Appended section: `mposctl terminal provision` (docs/provisioning.md, T-UNIQ-1). */
+
+#include "mpos/provision.h"
+
+#define HSM_PROVISION_BUNDLE_MAX_LEN MPOS_PROVISION_BUNDLE_MAX_LEN
+#define HSM_CSR_MAX_LEN              4096 /* a certificate request as received, DER or PEM */
+#define HSM_CERT_SHA256_LEN          32
+
+enum hsm_provision_key {
+    HSM_PROVISION_DUKPT = 1, /* the initial DUKPT key of id under bdk */
+    HSM_PROVISION_TMK = 2    /* a fresh terminal master key drawn by the command */
+};
+
+/* Provisions one terminal: signs its certificate request with the manufacturer CA key (as
+ * hsm_op_cert_sign: key block S1/S0, algorithm 'E', mode S; ca_cert its certificate; serial,
+ * not_before, not_after as there), draws an ephemeral P-256 key, derives the transport key
+ * TK = HKDF-SHA256(ECDH(ephemeral, device public key), salt = serial, info = "openmpos TK")
+ * from the certified device key, wraps the terminal's initial key under TK as a TR-31 version
+ * D block, and returns the bundle signed by the CA key (mpos/provision.h). The ephemeral key,
+ * ECDH secret, TK and initial key exist only inside the command and are wiped on every path.
+ *
+ *   HSM_PROVISION_DUKPT: bdk (usage B0, mode X). AES BDK (DUKPT attribute AES): id = the 8-byte
+ *     initial key ID from the store's allocator, the key = X9.24-3-2017 6.5.3 initial key (as
+ *     long as the BDK), IK block. TDES BDK: id = the 10-byte initial KSN, its 21 counter bits
+ *     zero (MPOS_ERR_KSN otherwise), the key = X9.24-1-2009 IPEK, KS block.
+ *   HSM_PROVISION_TMK: tmk_algorithm 'T' (or 0): a random 16-byte TDES TMK; the bundle carries
+ *     it as usage K0, mode D with its check value in KC; resp->tmk holds it under the LMK
+ *     (usage K0, mode B, exportability N) for hsm_op_mkwk_generate. HSM_ALG_SM4:
+ *     MPOS_ERR_UNSUPPORTED (no TR-31 algorithm code in lib/tr31 yet). bdk and id not read.
+ *
+ * csr: PKCS#10, DER, or one PEM block "CERTIFICATE REQUEST" / "NEW CERTIFICATE REQUEST" (only
+ * whitespace around it); its P-256 key must be valid and its subject serialNumber = serial.
+ * trust_anchor (optional, trust_anchor_len 0 for none): the back end's TLS trust anchor, one DER
+ * X.509 certificate, carried in the bundle. The device certificate must be readable by the
+ * terminal (mpos_provision_cert_parse) and certify the CSR's key.
+ *
+ * The response carries what the store registers: the device certificate's SHA-256
+ * fingerprint and serial number, the initial key ID / initial KSN (DUKPT; as given) or the TMK
+ * check value, and the bundle for the terminal. The bundle imports into no other terminal. */
+struct hsm_provision_terminal_req {
+    enum hsm_provision_key key;
+    struct hsm_kb_in bdk;        /* HSM_PROVISION_DUKPT */
+    uint8_t id[HSM_KSN_MAX_LEN]; /* HSM_PROVISION_DUKPT: AES initial key ID (8) / TDES KSN (10) */
+    size_t id_len;
+    char tmk_algorithm; /* HSM_PROVISION_TMK: 'T' or 0 */
+    struct hsm_kb_in ca_key;
+    const uint8_t *ca_cert; /* DER */
+    size_t ca_cert_len;
+    const uint8_t *csr; /* DER or PEM, at most HSM_CSR_MAX_LEN */
+    size_t csr_len;
+    char serial[HSM_SERIAL_BUF_LEN];
+    int64_t not_before;
+    int64_t not_after;
+    const uint8_t *trust_anchor; /* optional DER certificate */
+    size_t trust_anchor_len;
+};
+struct hsm_provision_terminal_resp {
+    uint8_t bundle[HSM_PROVISION_BUNDLE_MAX_LEN];
+    size_t bundle_len;
+    uint8_t cert_sha256[HSM_CERT_SHA256_LEN]; /* fingerprint of the device certificate */
+    uint8_t cert_serial[HSM_CERT_SERIAL_LEN];
+    enum mpos_provision_kind kind; /* AES DUKPT, TDES DUKPT or TMK */
+    uint8_t id[HSM_KSN_MAX_LEN];   /* DUKPT: the initial key ID / initial KSN to register */
+    size_t id_len;
+    uint8_t kcv[HSM_KCV_LEN]; /* check value of the key in the bundle: AES CMAC 5 bytes, TDES
+                                 (IPEK, TMK) legacy 3 bytes; the TMK's is what mkwk registers */
+    size_t kcv_len;
+    struct hsm_kb_out tmk; /* HSM_PROVISION_TMK: the TMK under the LMK; else empty */
+};
+int hsm_op_provision_terminal(hsm_vault *v, const struct hsm_provision_terminal_req *req,
+                              struct hsm_provision_terminal_resp *resp) MPOS_MUST_CHECK;
+
 #endif
