@@ -9,6 +9,9 @@
  *   3. mpos_tr31_header_parse as a wrap template; on success a fixed key of the header's
  *      algorithm is wrapped with deterministic padding and must unwrap to the same key under
  *      the same header (wrap and the strict parser agree).
+ * Each step runs again through the *_ext functions with every extension enabled
+ * (MPOS_TR31_EXT_ALL): they may only widen (what the strict functions accept, they accept the
+ * same way), and the same invariants hold for SM4 and raw EC blocks.
  *
  * Build (outside CMake): clang -fsanitize=fuzzer,address,undefined -I lib/include this file,
  * every .c of lib/tr31, lib/util and lib/crypto, and -lcrypto. Run with a corpus directory:
@@ -62,7 +65,24 @@ static void check_header(const mpos_tr31_header *hdr, size_t size)
     check(strlen(hdr->text) == hdr->len);
 }
 
-static void round_trip(const char *tmpl, size_t size, const mpos_tr31_header *t)
+/* The length of the fixed key wrapped for an algorithm, 0 when it is not wrapped (asymmetric
+ * keys, or an extension algorithm outside version D). */
+static size_t key_len_for(const mpos_tr31_header *t, unsigned flags)
+{
+    size_t klen = t->algorithm == 'T'                 ? 16
+                  : t->algorithm == 'A'               ? 24
+                  : t->algorithm == 'D'               ? 8
+                  : t->algorithm == MPOS_TR31_ALG_SM4 ? 16
+                  : t->algorithm == 'E'               ? 32
+                                                      : 20;
+    if (!mpos_tr31_key_len_valid_ext(t->algorithm, klen, flags) ||
+        (t->version != 'D' && (t->algorithm == MPOS_TR31_ALG_SM4 || t->algorithm == 'E'))) {
+        return 0;
+    }
+    return klen;
+}
+
+static void round_trip(const char *tmpl, size_t size, const mpos_tr31_header *t, unsigned flags)
 {
     static const uint8_t pattern[MPOS_TR31_MAX_KEY_LEN] = {
         0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xFE, 0xDC, 0xBA, 0x98,
@@ -72,19 +92,16 @@ static void round_trip(const char *tmpl, size_t size, const mpos_tr31_header *t)
     uint8_t key[MPOS_TR31_MAX_KEY_LEN];
     size_t block_len = 0, key_len = 0;
     mpos_tr31_header back;
-    size_t klen = t->algorithm == 'T'   ? 16
-                  : t->algorithm == 'A' ? 24
-                  : t->algorithm == 'D' ? 8
-                                        : 20;
+    size_t klen = key_len_for(t, flags);
     size_t bs = t->version == 'B' ? 8 : 16;
     size_t pad = (bs - (2 + klen) % bs) % bs;
     const uint8_t *kbpk = t->version == 'B' ? kbpk_b : kbpk_d;
     size_t kbpk_len = t->version == 'B' ? sizeof(kbpk_b) : sizeof(kbpk_d);
-    if (!mpos_tr31_key_len_valid(t->algorithm, klen)) {
-        return; /* asymmetric: not wrapped here */
+    if (klen == 0) {
+        return; /* not wrapped here */
     }
-    int rc = mpos_tr31_wrap(&cc, kbpk, kbpk_len, tmpl, size, pattern, klen, padding, pad, block,
-                            sizeof(block), &block_len);
+    int rc = mpos_tr31_wrap_ext(&cc, kbpk, kbpk_len, tmpl, size, pattern, klen, padding, pad, block,
+                                sizeof(block), &block_len, flags);
     if (rc != MPOS_OK) {
         /* Only limits may stop a valid template: 99 blocks plus a PB, or the size. */
         check(rc == MPOS_ERR_FORMAT || rc == MPOS_ERR_LENGTH);
@@ -92,7 +109,8 @@ static void round_trip(const char *tmpl, size_t size, const mpos_tr31_header *t)
         return;
     }
     check(block_len == strlen(block));
-    rc = mpos_tr31_unwrap(&cc, kbpk, kbpk_len, block, block_len, &back, key, sizeof(key), &key_len);
+    rc = mpos_tr31_unwrap_ext(&cc, kbpk, kbpk_len, block, block_len, &back, key, sizeof(key),
+                              &key_len, flags);
     check(rc == MPOS_OK && key_len == klen && memcmp(key, pattern, klen) == 0);
     check(memcmp(back.text + 5, tmpl + 5, 7) == 0 && back.key_context == t->key_context);
     check(memcmp(back.text + MPOS_TR31_FIXED_HEADER_LEN, tmpl + MPOS_TR31_FIXED_HEADER_LEN,
@@ -104,32 +122,60 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static mpos_tr31_header hdr;
-    uint8_t key[MPOS_TR31_MAX_KEY_LEN];
-    size_t key_len = 1;
+    uint8_t key[MPOS_TR31_MAX_KEY_LEN], strict_key[MPOS_TR31_MAX_KEY_LEN];
+    size_t key_len = 1, strict_len = 0;
     const char *text = (const char *)data;
+    int b = size > 0 && text[0] == 'B';
+    const uint8_t *kbpk = b ? kbpk_b : kbpk_d;
+    size_t kbpk_len = b ? sizeof(kbpk_b) : sizeof(kbpk_d);
+    int strict_ok;
     if (!cc_ready) {
         check(mpos_crypto_init(&cc) == MPOS_OK);
         cc_ready = 1;
     }
-    if (mpos_tr31_header_parse(text, size, MPOS_TR31_PARSE_BLOCK, &hdr) == MPOS_OK) {
+    strict_ok = mpos_tr31_header_parse(text, size, MPOS_TR31_PARSE_BLOCK, &hdr) == MPOS_OK;
+    if (strict_ok) {
         check_header(&hdr, size);
         check(hdr.block_len == size);
     } else {
         check(hdr.why != NULL && hdr.len == 0);
     }
-    int b = size > 0 && text[0] == 'B';
+    if (mpos_tr31_header_parse_ext(text, size, MPOS_TR31_PARSE_BLOCK, &hdr, MPOS_TR31_EXT_ALL) ==
+        MPOS_OK) {
+        check_header(&hdr, size);
+    } else {
+        check(!strict_ok && hdr.why != NULL && hdr.len == 0);
+    }
     memset(key, 0xA5, sizeof(key));
-    if (mpos_tr31_unwrap(&cc, b ? kbpk_b : kbpk_d, b ? sizeof(kbpk_b) : sizeof(kbpk_d), text, size,
-                         &hdr, key, sizeof(key), &key_len) == MPOS_OK) {
+    strict_ok = mpos_tr31_unwrap(&cc, kbpk, kbpk_len, text, size, &hdr, key, sizeof(key),
+                                 &key_len) == MPOS_OK;
+    if (strict_ok) {
         check_header(&hdr, size);
         check(mpos_tr31_key_len_valid(hdr.algorithm, key_len));
+        memcpy(strict_key, key, key_len);
+        strict_len = key_len;
     } else {
         check(key_len == 0 && all_zero(key, sizeof(key)) && hdr.len == 0);
+    }
+    memset(key, 0xA5, sizeof(key));
+    if (mpos_tr31_unwrap_ext(&cc, kbpk, kbpk_len, text, size, &hdr, key, sizeof(key), &key_len,
+                             MPOS_TR31_EXT_ALL) == MPOS_OK) {
+        check_header(&hdr, size);
+        check(mpos_tr31_key_len_valid_ext(hdr.algorithm, key_len, MPOS_TR31_EXT_ALL));
+        check(!strict_ok || (key_len == strict_len && memcmp(key, strict_key, key_len) == 0));
+    } else {
+        check(!strict_ok && key_len == 0 && all_zero(key, sizeof(key)) && hdr.len == 0);
     }
     if (mpos_tr31_header_parse(text, size, MPOS_TR31_PARSE_TEMPLATE, &hdr) == MPOS_OK) {
         check_header(&hdr, size);
         check(hdr.len == size);
-        round_trip(text, size, &hdr);
+        round_trip(text, size, &hdr, 0);
+    }
+    if (mpos_tr31_header_parse_ext(text, size, MPOS_TR31_PARSE_TEMPLATE, &hdr, MPOS_TR31_EXT_ALL) ==
+        MPOS_OK) {
+        check_header(&hdr, size);
+        check(hdr.len == size);
+        round_trip(text, size, &hdr, MPOS_TR31_EXT_ALL);
     }
     return 0;
 }

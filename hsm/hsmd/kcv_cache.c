@@ -47,8 +47,8 @@ static int compute(hsm_vault *v, const char *text, size_t len, uint8_t kcv[HSM_K
     size_t key_len = 0;
     int rc = -1;
     *kcv_len = 0;
-    if (!v->open || mpos_tr31_unwrap(&v->cc, v->kbpk, HSM_LMK_LEN, text, len, &hdr, key,
-                                     sizeof(key), &key_len) != MPOS_OK) {
+    if (!v->open || mpos_tr31_unwrap_ext(&v->cc, v->kbpk, HSM_LMK_LEN, text, len, &hdr, key,
+                                         sizeof(key), &key_len, HSM_KEYBLOCK_TR31_EXT) != MPOS_OK) {
         goto exit;
     }
     enum mpos_cipher cipher;

@@ -699,7 +699,6 @@ static void test_mkwk_sm4(void **state)
     struct hsm_kb_out tmk;
     struct mkwk_ctx c;
     uint8_t tmk_b[16], key[16];
-    int rc;
     (void)state;
     /* A generated SM4 key: legacy check value, 3 bytes. */
     memset(&g, 0, sizeof(g));
@@ -717,15 +716,12 @@ static void test_mkwk_sm4(void **state)
     tu_hex(tmk_hex, tmk_b, 16);
     memset(&c, 0, sizeof(c));
     c.req.tmk = in(&tmk);
-    rc = call_mkwk(&c);
-    if (rc == MPOS_ERR_USAGE) {
-        /* The SM4 MAK is an M1 key (the UnionPay MAC family); the vault validates SM4 headers
-         * as AES ones, and X9.143 lists M1 for T and D only. Pending the vault's decision. */
-        print_message("SM4 sign-on refused: %s\n", V.why ? V.why : "");
-        assert_true(all_zero(&c.resp, sizeof(c.resp)));
-        skip();
-    }
-    assert_int_equal(rc, MPOS_OK);
+    /* The SM4 MAK is an M1 key (the UnionPay MAC family), stored as M1 with algorithm '4'
+     * (lib/tr31 MPOS_TR31_EXT_SM4, enabled by the vault). */
+    assert_int_equal(call_mkwk(&c), MPOS_OK);
+    assert_int_equal(c.resp.mak.key.text[5], 'M');
+    assert_int_equal(c.resp.mak.key.text[6], '1');
+    assert_int_equal(c.resp.mak.key.text[7], HSM_ALG_SM4);
     assert_int_equal(c.resp.pik.enc_len, 16);
     assert_int_equal(c.resp.mak.enc_len, 16);
     assert_int_equal(c.resp.tdk.enc_len, 16);

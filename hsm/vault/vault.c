@@ -19,6 +19,10 @@
 #define OWN_BLOCK_PREFIX "MP1"
 #define TEMPLATE_MAX_LEN (MPOS_TR31_FIXED_HEADER_LEN + OWN_BLOCK_LEN)
 
+/* Key blocks under the LMK carry SM4 keys and EC private scalars through lib/tr31's
+ * extensions HSM_KEYBLOCK_TR31_EXT (vault.h), the same code as every other key. */
+_Static_assert(HSM_ALG_SM4 == MPOS_TR31_ALG_SM4, "the vault's SM4 code is lib/tr31's");
+
 int hsm_vault_refuse(hsm_vault *v, int rc, const char *why)
 {
     if (v != NULL) {
@@ -375,7 +379,7 @@ static int build_template(hsm_vault *v, const struct hsm_key_attr *a, char t[TEM
         n += OWN_BLOCK_LEN;
     }
     t[n] = '\0';
-    rc = hsm_kb_parse(t, n, MPOS_TR31_PARSE_TEMPLATE, &hdr);
+    rc = mpos_tr31_header_parse_ext(t, n, MPOS_TR31_PARSE_TEMPLATE, &hdr, HSM_KEYBLOCK_TR31_EXT);
     if (rc != MPOS_OK) {
         return hsm_vault_refuse(v, rc, hdr.why);
     }
@@ -476,17 +480,8 @@ int hsm_key_store(hsm_vault *v, const hsm_key *key, char *block, size_t cap, siz
     }
     /* X9.143:2021 7.3 (version D) with key-length obfuscation: random padding to the longest
      * key of the algorithm. */
-    if (hsm_kb_ext_algorithm(key->attr.algorithm)) {
-        const char *why = NULL;
-        rc = hsm_kb_ext_wrap(&v->cc, v->kbpk, t, tlen, key->bytes, key->len, NULL, 0, block, cap,
-                             block_len, &why);
-        if (rc != MPOS_OK) {
-            rc = hsm_vault_refuse(v, rc, why);
-        }
-        goto exit;
-    }
-    rc = mpos_tr31_wrap(&v->cc, v->kbpk, HSM_LMK_LEN, t, tlen, key->bytes, key->len, NULL, 0, block,
-                        cap, block_len);
+    rc = mpos_tr31_wrap_ext(&v->cc, v->kbpk, HSM_LMK_LEN, t, tlen, key->bytes, key->len, NULL, 0,
+                            block, cap, block_len, HSM_KEYBLOCK_TR31_EXT);
     if (rc == MPOS_ERR_KEY) {
         rc = hsm_vault_refuse(v, rc, "key length not allowed for the algorithm");
     } else if (rc == MPOS_ERR_LENGTH) {
@@ -544,20 +539,13 @@ int hsm_key_load(hsm_vault *v, const char *block, size_t block_len, const struct
     /* X9.143:2021 7.3.3: header checks, decryption, MAC verified in constant time before the
      * key is released. Any failure here is "does not verify" for the caller. */
     hdr.why = NULL;
-    if (block_len > 7 && hsm_kb_ext_algorithm(block[7])) {
-        /* EC and SM4 keys: the same construction, in keyblock_ext.c. */
-        rc = hsm_kb_ext_unwrap(&v->cc, v->kbpk, block, block_len, &hdr, out->bytes,
-                               sizeof(out->bytes), &out->len, &why);
-    } else {
-        rc = mpos_tr31_unwrap(&v->cc, v->kbpk, HSM_LMK_LEN, block, block_len, &hdr, out->bytes,
-                              sizeof(out->bytes), &out->len);
-        why = hdr.why;
-    }
+    rc = mpos_tr31_unwrap_ext(&v->cc, v->kbpk, HSM_LMK_LEN, block, block_len, &hdr, out->bytes,
+                              sizeof(out->bytes), &out->len, HSM_KEYBLOCK_TR31_EXT);
     if (rc != MPOS_OK) {
-        rc = hsm_vault_refuse(v, MPOS_ERR_VERIFY, why != NULL ? why : "key block does not verify");
+        rc = hsm_vault_refuse(v, MPOS_ERR_VERIFY,
+                              hdr.why != NULL ? hdr.why : "key block does not verify");
         goto exit;
     }
-    why = NULL;
     /* Authentic: only a holder of this LMK made it. Still refuse what we never write. */
     if (!algorithm_stored(hdr.algorithm)) {
         rc = hsm_vault_refuse(v, MPOS_ERR_KEY, "key block algorithm is not one the vault stores");
@@ -620,7 +608,8 @@ int hsm_key_generate(hsm_vault *v, const struct hsm_key_attr *attr, size_t len, 
                               "EC keys are generated as key pairs by the command, then stored");
         goto exit;
     }
-    if (len > HSM_KEY_MAX_LEN || !hsm_kb_key_len_valid(attr->algorithm, len)) {
+    if (len > HSM_KEY_MAX_LEN ||
+        !mpos_tr31_key_len_valid_ext(attr->algorithm, len, HSM_KEYBLOCK_TR31_EXT)) {
         rc = hsm_vault_refuse(v, MPOS_ERR_KEY, "key length not allowed for the algorithm");
         goto exit;
     }

@@ -35,6 +35,10 @@
  * openmpos uses '4' in the key block header and in hsm_key_attr.algorithm (same definition as
  * hsm/ops/ops.h). */
 #define HSM_ALG_SM4 '4'
+/* The lib/tr31 extensions of the key blocks under the LMK (mpos/tr31.h): SM4 keys
+ * (HSM_ALG_SM4) and EC private scalars ('E'). Whatever opens such a block outside hsm_key_load
+ * passes these flags to mpos_tr31_unwrap_ext; blocks exchanged under a KEK stay strict. */
+#define HSM_KEYBLOCK_TR31_EXT (MPOS_TR31_EXT_SM4 | MPOS_TR31_EXT_EC_RAW)
 
 /* PKCS#11 location of the LMK wrapping key (configuration, so a real HSM drops in). */
 struct hsm_pkcs11_config {
@@ -147,11 +151,13 @@ int hsm_key_load(hsm_vault *v, const char *block, size_t block_len, const struct
 int hsm_key_store(hsm_vault *v, const hsm_key *key, char *block, size_t cap,
                   size_t *block_len) MPOS_MUST_CHECK;
 /* The header is "D" length usage algorithm mode "00" exportability, then key context 1
- * (storage), and block 91 when dukpt is set. Refused: algorithm other than A, T, H
- * (MPOS_ERR_UNSUPPORTED for E: lib/tr31 wraps symmetric keys only), exportability other than
- * E or N, dukpt other than 0, or 1 for an AES / 2 for a TDES B0 or B1 key (MPOS_ERR_KEY); a
- * usage/algorithm/mode combination X9.143 does not allow (MPOS_ERR_USAGE or MPOS_ERR_FORMAT);
- * a key length the algorithm does not take (MPOS_ERR_KEY). block is wiped on error. */
+ * (storage), and block 91 when dukpt is set. Algorithms A, T, H, D through lib/tr31 strict;
+ * HSM_ALG_SM4 and E through its proprietary extensions MPOS_TR31_EXT_SM4 and
+ * MPOS_TR31_EXT_EC_RAW (mpos/tr31.h: SM4 takes the usages of AES and M1; E the raw 32-byte
+ * scalar). Refused: any other algorithm, exportability other than E or N, dukpt other than 0,
+ * or 1 for an AES / 2 for a TDES B0 or B1 key (MPOS_ERR_KEY); a usage/algorithm/mode
+ * combination lib/tr31 does not allow (MPOS_ERR_USAGE or MPOS_ERR_FORMAT); a key length the
+ * algorithm does not take (MPOS_ERR_KEY). block is wiped on error. */
 
 /* Generates a random key of attr's algorithm and the given length (DES parity set for TDES). */
 int hsm_key_generate(hsm_vault *v, const struct hsm_key_attr *attr, size_t len,

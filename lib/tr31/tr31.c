@@ -1,4 +1,5 @@
-/* openmpos: TR-31 / ANSI X9.143 key block wrap and unwrap, versions B and D (mpos/tr31.h). */
+/* openmpos: TR-31 / ANSI X9.143 key block wrap and unwrap, versions B and D, and the opt-in
+ * proprietary extensions of version D (mpos/tr31.h). */
 #include <string.h>
 
 #include "mpos/tr31.h"
@@ -72,10 +73,21 @@ exit:
 
 /* Length of the clear key data when the key is padded to the longest key of its algorithm
  * (X9.143:2021 5 and 6.1, key-length obfuscation): 2 + longest key, to whole cipher blocks. */
-static size_t obfuscated_payload_len(char version, char algorithm)
+static size_t obfuscated_payload_len(char version, char algorithm, unsigned flags)
 {
     size_t bs = tr31_block_len(version);
-    return (2 + tr31_max_key_len(algorithm) + bs - 1) / bs * bs;
+    return (2 + tr31_max_key_len(version, algorithm, flags) + bs - 1) / bs * bs;
+}
+
+/* Why an algorithm that parses is not wrapped: asymmetric keys (strict), or an extension
+ * algorithm outside version D. */
+static const char *not_wrappable_why(char algorithm, unsigned flags)
+{
+    if ((algorithm == MPOS_TR31_ALG_SM4 && (flags & MPOS_TR31_EXT_SM4) != 0) ||
+        (algorithm == 'E' && (flags & MPOS_TR31_EXT_EC_RAW) != 0)) {
+        return "proprietary key block extensions are defined for version D only";
+    }
+    return "asymmetric keys are not supported";
 }
 
 static void put_hex(const uint8_t *in, size_t len, char *out)
@@ -107,6 +119,15 @@ int mpos_tr31_wrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, co
                    size_t header_len, const uint8_t *key, size_t key_len, const uint8_t *padding,
                    size_t padding_len, char *block, size_t block_cap, size_t *block_len)
 {
+    return mpos_tr31_wrap_ext(cc, kbpk, kbpk_len, header, header_len, key, key_len, padding,
+                              padding_len, block, block_cap, block_len, 0);
+}
+
+int mpos_tr31_wrap_ext(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len,
+                       const char *header, size_t header_len, const uint8_t *key, size_t key_len,
+                       const uint8_t *padding, size_t padding_len, char *block, size_t block_cap,
+                       size_t *block_len, unsigned flags)
+{
     int rc;
     mpos_tr31_header hdr;
     uint8_t kbek[TR31_KBPK_MAX_LEN] = {0};
@@ -120,10 +141,11 @@ int mpos_tr31_wrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, co
         *block_len = 0;
     }
     if (cc == NULL || kbpk == NULL || header == NULL || (key == NULL && key_len > 0) ||
-        (padding == NULL && padding_len > 0) || block == NULL || block_len == NULL) {
+        (padding == NULL && padding_len > 0) || block == NULL || block_len == NULL ||
+        (flags & ~MPOS_TR31_EXT_ALL) != 0) {
         return MPOS_ERR_ARG;
     }
-    rc = mpos_tr31_header_parse(header, header_len, MPOS_TR31_PARSE_TEMPLATE, &hdr);
+    rc = mpos_tr31_header_parse_ext(header, header_len, MPOS_TR31_PARSE_TEMPLATE, &hdr, flags);
     if (rc != MPOS_OK) {
         goto exit;
     }
@@ -133,21 +155,22 @@ int mpos_tr31_wrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, co
         rc = MPOS_ERR_KEY; /* B: 16 or 24 bytes, D: 16, 24 or 32 */
         goto exit;
     }
-    if (tr31_max_key_len(hdr.algorithm) == 0) {
-        rc = MPOS_ERR_UNSUPPORTED; /* asymmetric keys */
+    if (tr31_max_key_len(hdr.version, hdr.algorithm, flags) == 0) {
+        rc = MPOS_ERR_UNSUPPORTED; /* asymmetric keys; extensions outside version D */
         goto exit;
     }
-    if (!mpos_tr31_key_len_valid(hdr.algorithm, key_len)) {
+    if (!mpos_tr31_key_len_valid_ext(hdr.algorithm, key_len, flags)) {
         rc = MPOS_ERR_KEY;
         goto exit;
     }
     /* Clear key data (X9.143:2021 6.1, figure 2; 7.3.1, table 26): key length in bits ||
      * key || padding, whole cipher blocks, padded at most to the obfuscated length. */
-    pad_len = padding != NULL ? padding_len
-                              : obfuscated_payload_len(hdr.version, hdr.algorithm) - 2 - key_len;
+    pad_len = padding != NULL
+                  ? padding_len
+                  : obfuscated_payload_len(hdr.version, hdr.algorithm, flags) - 2 - key_len;
     payload_len = 2 + key_len + pad_len;
     if (pad_len > MPOS_TR31_MAX_PAYLOAD_LEN || payload_len % bs != 0 ||
-        payload_len > obfuscated_payload_len(hdr.version, hdr.algorithm)) {
+        payload_len > obfuscated_payload_len(hdr.version, hdr.algorithm, flags)) {
         rc = MPOS_ERR_LENGTH;
         goto exit;
     }
@@ -204,8 +227,9 @@ int mpos_tr31_wrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, co
     put_hex(enc, payload_len, block + h);
     put_hex(mac, mac_len, block + h + 2 * payload_len);
     block[total] = '\0';
-    /* What we emit must pass our own strict parser. */
-    if ((rc = mpos_tr31_header_parse(block, total, MPOS_TR31_PARSE_BLOCK, &hdr)) != MPOS_OK) {
+    /* What we emit must pass our own strict parser (with the caller's extensions). */
+    if ((rc = mpos_tr31_header_parse_ext(block, total, MPOS_TR31_PARSE_BLOCK, &hdr, flags)) !=
+        MPOS_OK) {
         goto exit;
     }
     *block_len = total;
@@ -224,6 +248,14 @@ exit:
 int mpos_tr31_unwrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, const char *block,
                      size_t block_len, mpos_tr31_header *hdr, uint8_t *key, size_t key_cap,
                      size_t *key_len)
+{
+    return mpos_tr31_unwrap_ext(cc, kbpk, kbpk_len, block, block_len, hdr, key, key_cap, key_len,
+                                0);
+}
+
+int mpos_tr31_unwrap_ext(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len,
+                         const char *block, size_t block_len, mpos_tr31_header *hdr, uint8_t *key,
+                         size_t key_cap, size_t *key_len, unsigned flags)
 {
     int rc;
     mpos_tr31_header local;
@@ -246,11 +278,11 @@ int mpos_tr31_unwrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, 
     if (key == NULL || key_len == NULL) {
         return MPOS_ERR_ARG;
     }
-    if (cc == NULL || kbpk == NULL || block == NULL) {
+    if (cc == NULL || kbpk == NULL || block == NULL || (flags & ~MPOS_TR31_EXT_ALL) != 0) {
         rc = MPOS_ERR_ARG;
         goto exit;
     }
-    rc = mpos_tr31_header_parse(block, block_len, MPOS_TR31_PARSE_BLOCK, hdr);
+    rc = mpos_tr31_header_parse_ext(block, block_len, MPOS_TR31_PARSE_BLOCK, hdr, flags);
     if (rc != MPOS_OK) {
         why = hdr->why;
         goto exit;
@@ -263,9 +295,9 @@ int mpos_tr31_unwrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, 
         why = "KBPK length not allowed for the key block version";
         goto exit;
     }
-    if (tr31_max_key_len(hdr->algorithm) == 0) {
+    if (tr31_max_key_len(hdr->version, hdr->algorithm, flags) == 0) {
         rc = MPOS_ERR_UNSUPPORTED;
-        why = "asymmetric keys are not supported";
+        why = not_wrappable_why(hdr->algorithm, flags);
         goto exit;
     }
     /* After the header: the encrypted key data (whole cipher blocks) and the MAC, both in
@@ -307,8 +339,9 @@ int mpos_tr31_unwrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, 
      * the data, and the padding must not exceed key-length obfuscation. */
     bits = mpos_load_be16(buf + h);
     klen = bits / 8;
-    if (bits % 8 != 0 || !mpos_tr31_key_len_valid(hdr->algorithm, klen) || 2 + klen > payload_len ||
-        payload_len > obfuscated_payload_len(hdr->version, hdr->algorithm)) {
+    if (bits % 8 != 0 || !mpos_tr31_key_len_valid_ext(hdr->algorithm, klen, flags) ||
+        2 + klen > payload_len ||
+        payload_len > obfuscated_payload_len(hdr->version, hdr->algorithm, flags)) {
         rc = MPOS_ERR_DECODE;
         why = "key length or padding not allowed";
         goto exit;

@@ -7,55 +7,58 @@
 /* X9.143:2021 6.3.1-6.3.3 (tables 2-4): the key usages we know, with the algorithms and
  * modes of use we allow each to carry. Mode N ("no special restrictions other than those of the key
  * usage") is allowed with every usage. Numeric (proprietary) usages, algorithms and modes are
- * refused. */
+ * refused, except the proprietary algorithms of the last column, each only with its extension
+ * flag (mpos/tr31.h): '4' SM4 (MPOS_TR31_EXT_SM4) wherever 'A' is allowed, and for M1 (UnionPay
+ * MAC keys, beside T and D). */
 struct usage_rule {
     char usage[3];
     const char *algorithms;
     const char *modes;
+    const char *ext_algorithms;
 };
 
 static const struct usage_rule usage_rules[] = {
-    {"B0", "TA", "NXY"},    /* BDK */
-    {"B1", "TA", "NX"},     /* initial DUKPT key (IPEK / IK) */
-    {"B2", "T", "NXY"},     /* base key variant key */
-    {"B3", "TAH", "NX"},    /* key derivation key (not X9.24) */
-    {"C0", "TA", "CGVN"},   /* card verification key */
-    {"D0", "TAD", "BDEN"},  /* data encryption */
-    {"D1", "RE", "BDEN"},   /* asymmetric data encryption */
-    {"D2", "TA", "BDEN"},   /* decimalisation table */
-    {"D3", "TA", "BDEN"},   /* sensitive data */
-    {"E0", "TA", "XN"},     /* EMV issuer master key: application cryptograms */
-    {"E1", "TA", "XN"},     /* EMV: secure messaging, confidentiality */
-    {"E2", "TA", "XN"},     /* EMV: secure messaging, integrity */
-    {"E3", "TA", "XN"},     /* EMV: data authentication code */
-    {"E4", "TA", "XN"},     /* EMV: dynamic numbers */
-    {"E5", "TA", "XN"},     /* EMV: card personalisation */
-    {"E6", "TA", "XN"},     /* EMV: other */
-    {"I0", "TAD", "N"},     /* initialisation vector */
-    {"K0", "TAD", "BDENY"}, /* key encryption or wrapping */
-    {"K1", "TA", "BDEN"},   /* TR-31 key block protection key */
-    {"K2", "R", "BDEN"},    /* TR-34 asymmetric key */
-    {"K3", "RE", "BDENX"},  /* asymmetric key agreement / wrapping */
-    {"K4", "A", "BDEN"},    /* ISO 20038 key block protection key */
-    {"M0", "T", "CGVN"},    /* ISO 16609 MAC algorithm 1 (TDEA) */
-    {"M1", "TD", "CGVN"},   /* ISO 9797-1 MAC algorithm 1 */
-    {"M2", "TD", "CGVN"},   /* ISO 9797-1 MAC algorithm 2 */
-    {"M3", "TD", "CGVN"},   /* ISO 9797-1 MAC algorithm 3 */
-    {"M4", "TD", "CGVN"},   /* ISO 9797-1 MAC algorithm 4 */
-    {"M5", "TA", "CGVN"},   /* ISO 9797-1:1999 MAC algorithm 5 */
-    {"M6", "TA", "CGVN"},   /* ISO 9797-1:2011 MAC algorithm 5 (CMAC) */
-    {"M7", "H", "CGVN"},    /* HMAC */
-    {"M8", "TD", "CGVN"},   /* ISO 9797-1:2011 MAC algorithm 6 */
-    {"P0", "TAD", "BDEN"},  /* PIN encryption */
-    {"P1", "TA", "CGVN"},   /* PIN generation */
-    {"S0", "RSE", "SVN"},   /* asymmetric signature key */
-    {"S1", "RSE", "SVN"},   /* asymmetric CA key */
-    {"S2", "RSE", "SVTN"},  /* asymmetric key, non-X9.24 */
-    {"V0", "TA", "CGVN"},   /* PIN verification, other algorithm */
-    {"V1", "T", "CGVN"},    /* PIN verification, IBM 3624 */
-    {"V2", "T", "CGVN"},    /* PIN verification, VISA PVV */
-    {"V3", "TA", "CGVN"},   /* PIN verification, X9.132 algorithm 1 */
-    {"V4", "TA", "CGVN"},   /* PIN verification, X9.132 algorithm 2 */
+    {"B0", "TA", "NXY", "4"},    /* BDK */
+    {"B1", "TA", "NX", "4"},     /* initial DUKPT key (IPEK / IK) */
+    {"B2", "T", "NXY", ""},      /* base key variant key */
+    {"B3", "TAH", "NX", "4"},    /* key derivation key (not X9.24) */
+    {"C0", "TA", "CGVN", "4"},   /* card verification key */
+    {"D0", "TAD", "BDEN", "4"},  /* data encryption */
+    {"D1", "RE", "BDEN", ""},    /* asymmetric data encryption */
+    {"D2", "TA", "BDEN", "4"},   /* decimalisation table */
+    {"D3", "TA", "BDEN", "4"},   /* sensitive data */
+    {"E0", "TA", "XN", "4"},     /* EMV issuer master key: application cryptograms */
+    {"E1", "TA", "XN", "4"},     /* EMV: secure messaging, confidentiality */
+    {"E2", "TA", "XN", "4"},     /* EMV: secure messaging, integrity */
+    {"E3", "TA", "XN", "4"},     /* EMV: data authentication code */
+    {"E4", "TA", "XN", "4"},     /* EMV: dynamic numbers */
+    {"E5", "TA", "XN", "4"},     /* EMV: card personalisation */
+    {"E6", "TA", "XN", "4"},     /* EMV: other */
+    {"I0", "TAD", "N", "4"},     /* initialisation vector */
+    {"K0", "TAD", "BDENY", "4"}, /* key encryption or wrapping */
+    {"K1", "TA", "BDEN", "4"},   /* TR-31 key block protection key */
+    {"K2", "R", "BDEN", ""},     /* TR-34 asymmetric key */
+    {"K3", "RE", "BDENX", ""},   /* asymmetric key agreement / wrapping */
+    {"K4", "A", "BDEN", "4"},    /* ISO 20038 key block protection key */
+    {"M0", "T", "CGVN", ""},     /* ISO 16609 MAC algorithm 1 (TDEA) */
+    {"M1", "TD", "CGVN", "4"},   /* ISO 9797-1 MAC algorithm 1; UnionPay MAC keys */
+    {"M2", "TD", "CGVN", ""},    /* ISO 9797-1 MAC algorithm 2 */
+    {"M3", "TD", "CGVN", ""},    /* ISO 9797-1 MAC algorithm 3 */
+    {"M4", "TD", "CGVN", ""},    /* ISO 9797-1 MAC algorithm 4 */
+    {"M5", "TA", "CGVN", "4"},   /* ISO 9797-1:1999 MAC algorithm 5 */
+    {"M6", "TA", "CGVN", "4"},   /* ISO 9797-1:2011 MAC algorithm 5 (CMAC) */
+    {"M7", "H", "CGVN", ""},     /* HMAC */
+    {"M8", "TD", "CGVN", ""},    /* ISO 9797-1:2011 MAC algorithm 6 */
+    {"P0", "TAD", "BDEN", "4"},  /* PIN encryption */
+    {"P1", "TA", "CGVN", "4"},   /* PIN generation */
+    {"S0", "RSE", "SVN", ""},    /* asymmetric signature key */
+    {"S1", "RSE", "SVN", ""},    /* asymmetric CA key */
+    {"S2", "RSE", "SVTN", ""},   /* asymmetric key, non-X9.24 */
+    {"V0", "TA", "CGVN", "4"},   /* PIN verification, other algorithm */
+    {"V1", "T", "CGVN", ""},     /* PIN verification, IBM 3624 */
+    {"V2", "T", "CGVN", ""},     /* PIN verification, VISA PVV */
+    {"V3", "TA", "CGVN", "4"},   /* PIN verification, X9.132 algorithm 1 */
+    {"V4", "TA", "CGVN", "4"},   /* PIN verification, X9.132 algorithm 2 */
 };
 
 /* X9.143:2021 6.3.2 and 6.3.3. */
@@ -71,7 +74,13 @@ size_t tr31_block_len(char version)
     return version == 'B' ? MPOS_DES_BLOCK_LEN : version == 'D' ? MPOS_AES_BLOCK_LEN : 0;
 }
 
-size_t tr31_max_key_len(char algorithm)
+/* The extensions (mpos/tr31.h) are defined for version D only. */
+static int ext_enabled(unsigned flags, unsigned ext, char version)
+{
+    return (flags & ext) != 0 && version == 'D';
+}
+
+size_t tr31_max_key_len(char version, char algorithm, unsigned flags)
 {
     switch (algorithm) {
     case 'T':
@@ -82,13 +91,20 @@ size_t tr31_max_key_len(char algorithm)
         return 8;
     case 'H':
         return MPOS_TR31_MAX_KEY_LEN;
+    case MPOS_TR31_ALG_SM4:
+        return ext_enabled(flags, MPOS_TR31_EXT_SM4, version) ? 16 : 0;
+    case 'E':
+        return ext_enabled(flags, MPOS_TR31_EXT_EC_RAW, version) ? 32 : 0;
     default:
         return 0;
     }
 }
 
-int mpos_tr31_key_len_valid(char algorithm, size_t key_len)
+int mpos_tr31_key_len_valid_ext(char algorithm, size_t key_len, unsigned flags)
 {
+    if ((flags & ~MPOS_TR31_EXT_ALL) != 0) {
+        return 0;
+    }
     switch (algorithm) {
     case 'T':
         return key_len == 16 || key_len == 24;
@@ -98,9 +114,18 @@ int mpos_tr31_key_len_valid(char algorithm, size_t key_len)
         return key_len == 8;
     case 'H':
         return key_len >= 16 && key_len <= MPOS_TR31_MAX_KEY_LEN;
+    case MPOS_TR31_ALG_SM4: /* GB/T 32907: a 128-bit key */
+        return (flags & MPOS_TR31_EXT_SM4) != 0 && key_len == 16;
+    case 'E': /* the raw P-256 / SM2 private scalar */
+        return (flags & MPOS_TR31_EXT_EC_RAW) != 0 && key_len == 32;
     default:
         return 0;
     }
+}
+
+int mpos_tr31_key_len_valid(char algorithm, size_t key_len)
+{
+    return mpos_tr31_key_len_valid_ext(algorithm, key_len, 0);
 }
 
 int tr31_is_hex(char c)
@@ -153,6 +178,21 @@ static unsigned hex_number(const char *s, size_t n)
         v = (v << 4) | tr31_hex_value(s[i]);
     }
     return v;
+}
+
+/* Whether the algorithm is known (X9.143:2021 6.3.2), and allowed for the usage, with these
+ * extension flags. */
+static int algorithm_known(char algorithm, unsigned flags)
+{
+    return strchr(known_algorithms, algorithm) != NULL ||
+           (algorithm == MPOS_TR31_ALG_SM4 && (flags & MPOS_TR31_EXT_SM4) != 0);
+}
+
+static int algorithm_allowed(const struct usage_rule *rule, char algorithm, unsigned flags)
+{
+    return strchr(rule->algorithms, algorithm) != NULL ||
+           (algorithm == MPOS_TR31_ALG_SM4 && (flags & MPOS_TR31_EXT_SM4) != 0 &&
+            strchr(rule->ext_algorithms, algorithm) != NULL);
 }
 
 static const struct usage_rule *find_usage(const char *usage)
@@ -284,6 +324,12 @@ static const char *opt_content_error(const char *id, const char *s, size_t n)
 int mpos_tr31_header_parse(const char *text, size_t text_len, enum mpos_tr31_parse mode,
                            mpos_tr31_header *hdr)
 {
+    return mpos_tr31_header_parse_ext(text, text_len, mode, hdr, 0);
+}
+
+int mpos_tr31_header_parse_ext(const char *text, size_t text_len, enum mpos_tr31_parse mode,
+                               mpos_tr31_header *hdr, unsigned flags)
+{
     int rc = MPOS_ERR_FORMAT;
     size_t pos = MPOS_TR31_FIXED_HEADER_LEN;
     size_t block = 0;
@@ -297,6 +343,10 @@ int mpos_tr31_header_parse(const char *text, size_t text_len, enum mpos_tr31_par
     memset(hdr, 0, sizeof(*hdr));
     if (text == NULL || (mode != MPOS_TR31_PARSE_BLOCK && mode != MPOS_TR31_PARSE_TEMPLATE)) {
         hdr->why = "no text";
+        return MPOS_ERR_ARG;
+    }
+    if ((flags & ~MPOS_TR31_EXT_ALL) != 0) {
+        hdr->why = "unknown extension flag";
         return MPOS_ERR_ARG;
     }
 #define FAIL(code, message)                                                                        \
@@ -342,13 +392,13 @@ int mpos_tr31_header_parse(const char *text, size_t text_len, enum mpos_tr31_par
     if (rule == NULL) {
         FAIL(MPOS_ERR_FORMAT, "unknown key usage");
     }
-    if (strchr(known_algorithms, text[7]) == NULL) {
+    if (!algorithm_known(text[7], flags)) {
         FAIL(MPOS_ERR_FORMAT, "unknown algorithm");
     }
     if (strchr(known_modes, text[8]) == NULL) {
         FAIL(MPOS_ERR_FORMAT, "unknown mode of use");
     }
-    if (strchr(rule->algorithms, text[7]) == NULL) {
+    if (!algorithm_allowed(rule, text[7], flags)) {
         FAIL(MPOS_ERR_USAGE, "algorithm not allowed for this key usage");
     }
     if (strchr(rule->modes, text[8]) == NULL) {

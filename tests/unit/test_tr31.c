@@ -6,7 +6,9 @@
  * ../shared/vectors/published.tsv. The test carries its own small raw implementation of the
  * key block cryptography on the facade (raw_wrap/raw_open below): it recovers the random
  * padding of the published blocks (so wrap can be shown to reproduce them byte for byte) and
- * builds blocks with a valid MAC around headers or key fields the library must refuse. */
+ * builds blocks with a valid MAC around headers or key fields the library must refuse. The
+ * opt-in proprietary extensions (SM4 '4', raw EC 'E') have known answers from the vault's
+ * former, independent implementation of them (test_ext_known_answers). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -880,6 +882,246 @@ static void test_wrap_rejects(void **state)
     assert_int_equal(mpos_tr31_unwrap(&cc, kbpk, 16, "B", 1, NULL, NULL, 0, &kl), MPOS_ERR_ARG);
 }
 
+/* ---- proprietary extensions (MPOS_TR31_EXT_*, opt-in) ---- */
+
+/* Known answers from an independent implementation: the vault's former version D code for SM4
+ * and EC keys (hsm/vault/keyblock_ext.c, since removed), run with KBPK 30 31 .. 4F, the key
+ * below and the given padding C3 C2 C1 ... (14 bytes). */
+static const char ext_kbpk[] = "303132333435363738393A3B3C3D3E3F404142434445464748494A4B4C4D4E4F";
+static const char ext_key[] = "057CF36AE158CF46BD34AB22991087FE75EC63DA51C83FB62DA41B920980F76E";
+static const char ext_pad[] = "C3C2C1C0C7C6C5C4CBCAC9C8CFCE";
+static const struct {
+    const char *tmpl;
+    size_t key_len;
+    const char *block;
+} ext_known[] = {
+    {"D0000K04B00N0010", 16,
+     "D0112K04B00N0010BB5DD5ECD21241AA8FBE1F99F86945BBEB583AA771EA36A689DF3F7AE2A710BB7B131EBF9C5"
+     "8DD0FAEEB254D0A818DE0"},
+    {"D0000K04B00N0110"
+     "9109MP1D1",
+     16,
+     "D0128K04B00N02109109MP1D1PB07000763D102D182D5464C3E7406BF2B632F3A26649D559502442C89AD234B89"
+     "BF1EA753FCE2896E4FF77376ADE6414ED8F98"},
+    {"D0000S1ES00N0010", 32,
+     "D0144S1ES00N0010D4B36AB53A851AAFFE5236CE2A9A4380E651088AFF76343994788B1D561E0D343E0A0AD5A0E"
+     "B15E47EB21BEC9EE016A5A3E0908C722CCE1539E2EC41FB45C958"},
+};
+
+static int ext_unwrap(const uint8_t *kbpk, size_t kbpk_len, const char *block, unsigned flags,
+                      uint8_t *key, size_t *key_len)
+{
+    return mpos_tr31_unwrap_ext(&cc, kbpk, kbpk_len, block, strlen(block), NULL, key,
+                                MPOS_TR31_MAX_KEY_LEN, key_len, flags);
+}
+
+static int ext_parse(const char *text, unsigned flags)
+{
+    mpos_tr31_header hdr;
+    return mpos_tr31_header_parse_ext(text, strlen(text), MPOS_TR31_PARSE_TEMPLATE, &hdr, flags);
+}
+
+static void test_ext_known_answers(void **state)
+{
+    uint8_t kbpk[32], key[32], pad[14], payload[48], got[MPOS_TR31_MAX_KEY_LEN];
+    char block[MPOS_TR31_MAX_BLOCK_LEN + 1], raw[MPOS_TR31_MAX_BLOCK_LEN + 1];
+    size_t len = 0, got_len = 0;
+    (void)state;
+    tu_hex(ext_kbpk, kbpk, sizeof(kbpk));
+    tu_hex(ext_key, key, sizeof(key));
+    tu_hex(ext_pad, pad, sizeof(pad));
+    for (size_t i = 0; i < sizeof(ext_known) / sizeof(ext_known[0]); i++) {
+        const char *tmpl = ext_known[i].tmpl;
+        size_t kl = ext_known[i].key_len;
+        char alg = tmpl[7];
+        unsigned own = alg == 'E' ? MPOS_TR31_EXT_EC_RAW : MPOS_TR31_EXT_SM4;
+        /* wrap with the same padding reproduces the block; unwrap gives the key back. */
+        assert_int_equal(mpos_tr31_wrap_ext(&cc, kbpk, 32, tmpl, strlen(tmpl), key, kl, pad,
+                                            sizeof(pad), block, sizeof(block), &len, own),
+                         MPOS_OK);
+        assert_string_equal(block, ext_known[i].block);
+        assert_int_equal(ext_unwrap(kbpk, 32, ext_known[i].block, own, got, &got_len), MPOS_OK);
+        assert_int_equal(got_len, kl);
+        assert_memory_equal(got, key, kl);
+        /* This file's raw construction gives the same block for the same clear key data. */
+        mpos_store_be16(payload, (uint16_t)(kl * 8));
+        memcpy(payload + 2, key, kl);
+        memcpy(payload + 2 + kl, pad, sizeof(pad));
+        raw_wrap(block, 0, kbpk, 32, payload, 2 + kl + sizeof(pad), raw);
+        raw[len] = '\0';
+        assert_string_equal(raw, ext_known[i].block);
+        /* Refused without the flag, or with only the other extension. */
+        assert_int_equal(ext_unwrap(kbpk, 32, block, 0, got, &got_len),
+                         alg == 'E' ? MPOS_ERR_UNSUPPORTED : MPOS_ERR_FORMAT);
+        assert_int_equal(got_len, 0);
+        assert_int_equal(ext_unwrap(kbpk, 32, block, MPOS_TR31_EXT_ALL & ~own, got, &got_len),
+                         alg == 'E' ? MPOS_ERR_UNSUPPORTED : MPOS_ERR_FORMAT);
+        expect_reject(kbpk, 32, block, len, alg == 'E' ? MPOS_ERR_UNSUPPORTED : MPOS_ERR_FORMAT);
+    }
+}
+
+/* Wraps tmpl with flags and random padding, checks the block length, unwraps it again. */
+static void ext_round_trip(size_t kbpk_len, const char *tmpl, size_t key_len, size_t block_len,
+                           unsigned flags)
+{
+    uint8_t kbpk[32], key[32], got[MPOS_TR31_MAX_KEY_LEN];
+    char block[MPOS_TR31_MAX_BLOCK_LEN + 1];
+    size_t len = 0, got_len = 0;
+    assert_int_equal(mpos_random_bytes(kbpk, kbpk_len), MPOS_OK);
+    assert_int_equal(mpos_random_bytes(key, key_len), MPOS_OK);
+    if (mpos_tr31_wrap_ext(&cc, kbpk, kbpk_len, tmpl, strlen(tmpl), key, key_len, NULL, 0, block,
+                           sizeof(block), &len, flags) != MPOS_OK) {
+        fail_msg("wrap_ext %s (KBPK %zu) refused", tmpl, kbpk_len);
+    }
+    assert_int_equal(len, block_len);
+    assert_int_equal(ext_unwrap(kbpk, kbpk_len, block, flags, got, &got_len), MPOS_OK);
+    assert_int_equal(got_len, key_len);
+    assert_memory_equal(got, key, key_len);
+    /* The wrong KBPK: the MAC does not verify. */
+    kbpk[0] ^= 1;
+    assert_int_equal(ext_unwrap(kbpk, kbpk_len, block, flags, got, &got_len), MPOS_ERR_VERIFY);
+    assert_int_equal(got_len, 0);
+}
+
+static void test_ext_sm4(void **state)
+{
+    static const char *const usages[] = {
+        "B0", "B1", "B2", "B3", "C0", "D0", "D1", "D2", "D3", "E0", "E1", "E2", "E3", "E4",
+        "E5", "E6", "I0", "K0", "K1", "K2", "K3", "K4", "M0", "M1", "M2", "M3", "M4", "M5",
+        "M6", "M7", "M8", "P0", "P1", "S0", "S1", "S2", "V0", "V1", "V2", "V3", "V4"};
+    const unsigned sm4 = MPOS_TR31_EXT_SM4;
+    uint8_t kbpk[32] = {9}, key[32] = {7}, got[MPOS_TR31_MAX_KEY_LEN];
+    char block[MPOS_TR31_MAX_BLOCK_LEN + 1];
+    size_t len = 0, got_len = 0;
+    (void)state;
+    /* 16-byte keys under every AES KBPK length, 2 + 16 + 14 = 32 bytes of clear key data. */
+    for (size_t kl = 16; kl <= 32; kl += 8) {
+        ext_round_trip(kl, "D0000P04E00N0010", 16, 16 + 64 + 32, sm4);
+        ext_round_trip(kl, "D0000M14C00N0010", 16, 16 + 64 + 32, sm4);
+        ext_round_trip(kl, "D0000K04B00E0000", 16, 16 + 64 + 32, sm4);
+    }
+    /* '4' goes with exactly the usages that take 'A', and M1; the modes are the usage's. */
+    for (size_t u = 0; u < sizeof(usages) / sizeof(usages[0]); u++) {
+        for (const char *m = "BCDEGNSTVXY"; *m != '\0'; m++) {
+            char h4[17], ha[17], ht[17];
+            snprintf(h4, sizeof(h4), "D0000%s4%c00N0010", usages[u], *m);
+            snprintf(ha, sizeof(ha), "D0000%sA%c00N0010", usages[u], *m);
+            snprintf(ht, sizeof(ht), "D0000%sT%c00N0010", usages[u], *m);
+            int want = strcmp(usages[u], "M1") == 0 ? parse_t(ht) : parse_t(ha);
+            if (ext_parse(h4, sm4) != want) {
+                fail_msg("%s with the SM4 extension: expected %d", h4, want);
+            }
+            assert_int_equal(ext_parse(h4, 0), MPOS_ERR_FORMAT); /* strict: unknown algorithm */
+            assert_int_equal(ext_parse(h4, MPOS_TR31_EXT_EC_RAW), MPOS_ERR_FORMAT);
+        }
+    }
+    /* Key lengths other than 16; more padding than obfuscation needs; version B. */
+#define WRAP_SM4(h, kl, pad, pl)                                                                   \
+    mpos_tr31_wrap_ext(&cc, kbpk, 32, (h), strlen(h), key, (kl), (pad), (pl), block,               \
+                       sizeof(block), &len, sm4)
+    assert_int_equal(WRAP_SM4("D0000P04E00N0010", 8, NULL, 0), MPOS_ERR_KEY);
+    assert_int_equal(WRAP_SM4("D0000P04E00N0010", 24, NULL, 0), MPOS_ERR_KEY);
+    assert_int_equal(WRAP_SM4("D0000P04E00N0010", 32, NULL, 0), MPOS_ERR_KEY);
+    assert_int_equal(WRAP_SM4("D0000P04E00N0010", 16, key, 30), MPOS_ERR_LENGTH);
+    assert_int_equal(mpos_tr31_wrap_ext(&cc, kbpk, 16, "B0000P04E00N0010", 16, key, 16, NULL, 0,
+                                        block, sizeof(block), &len, sm4),
+                     MPOS_ERR_UNSUPPORTED); /* version B (TDES KBPK) */
+    assert_int_equal(WRAP_SM4("D0000M04C00N0010", 16, NULL, 0), MPOS_ERR_USAGE);
+    assert_int_equal(WRAP_SM4("D0000P04E00N0010", 16, key, 14), MPOS_OK);
+#undef WRAP_SM4
+    /* An authentic SM4 block whose key length field says 24 bytes: refused after the MAC. */
+    {
+        uint8_t payload[32] = {0x00, 0xC0};
+        char raw[MPOS_TR31_MAX_BLOCK_LEN + 1];
+        raw_wrap("D0000P04E00N0010", 1, kbpk, 32, payload, 32, raw);
+        assert_int_equal(ext_unwrap(kbpk, 32, raw, sm4, got, &got_len), MPOS_ERR_DECODE);
+        payload[1] = 0x80;
+        raw_wrap("D0000P04E00N0010", 1, kbpk, 32, payload, 32, raw);
+        assert_int_equal(ext_unwrap(kbpk, 32, raw, sm4, got, &got_len), MPOS_OK);
+        /* Under a TDES KBPK (version B) the extension does not apply. */
+        raw_wrap("B0000P04E00N0000", 1, kbpk, 16, payload, 32, raw);
+        assert_int_equal(ext_unwrap(kbpk, 16, raw, sm4, got, &got_len), MPOS_ERR_UNSUPPORTED);
+    }
+}
+
+static void test_ext_ec_raw(void **state)
+{
+    const unsigned ec = MPOS_TR31_EXT_EC_RAW;
+    uint8_t kbpk[32] = {3}, key[33] = {5}, got[MPOS_TR31_MAX_KEY_LEN];
+    char block[MPOS_TR31_MAX_BLOCK_LEN + 1];
+    size_t len = 0, got_len = 0;
+    (void)state;
+    /* The raw 32-byte scalar: 2 + 32 + 14 = 48 bytes of clear key data, the usages of 'E'. */
+    ext_round_trip(32, "D0000S0ES00N0010", 32, 16 + 96 + 32, ec);
+    ext_round_trip(32, "D0000S1ES00E0010", 32, 16 + 96 + 32, ec);
+    ext_round_trip(16, "D0000S2EV00N0000", 32, 16 + 96 + 32, ec);
+    ext_round_trip(24, "D0000K3EX00N0000", 32, 16 + 96 + 32, ec);
+    ext_round_trip(32, "D0000D1ED00N0000", 32, 16 + 96 + 32, ec);
+#define WRAP_EC(h, kl, flags)                                                                      \
+    mpos_tr31_wrap_ext(&cc, kbpk, 32, (h), strlen(h), key, (kl), NULL, 0, block, sizeof(block),    \
+                       &len, (flags))
+    assert_int_equal(WRAP_EC("D0000S0ES00N0010", 31, ec), MPOS_ERR_KEY);
+    assert_int_equal(WRAP_EC("D0000S0ES00N0010", 33, ec), MPOS_ERR_KEY);
+    assert_int_equal(WRAP_EC("D0000S0ES00N0010", 16, ec), MPOS_ERR_KEY);
+    assert_int_equal(WRAP_EC("D0000S0ES00N0010", 32, 0), MPOS_ERR_UNSUPPORTED);
+    assert_int_equal(WRAP_EC("D0000S0ES00N0010", 32, MPOS_TR31_EXT_SM4), MPOS_ERR_UNSUPPORTED);
+    assert_int_equal(mpos_tr31_wrap_ext(&cc, kbpk, 24, "B0000S0ES00N0000", 16, key, 32, NULL, 0,
+                                        block, sizeof(block), &len, ec),
+                     MPOS_ERR_UNSUPPORTED); /* version B (TDES KBPK) */
+    assert_int_equal(WRAP_EC("D0000S0RS00N0010", 32, MPOS_TR31_EXT_ALL), MPOS_ERR_UNSUPPORTED);
+    assert_int_equal(WRAP_EC("D0000P0EE00N0010", 32, ec), MPOS_ERR_USAGE);
+    assert_int_equal(WRAP_EC("D0000S0ES00N0010", 32, ec), MPOS_OK);
+#undef WRAP_EC
+    /* An authentic 'E' block with a 16-byte key: refused after the MAC. */
+    {
+        uint8_t payload[48] = {0x00, 0x80};
+        char raw[MPOS_TR31_MAX_BLOCK_LEN + 1];
+        raw_wrap("D0000S0ES00N0010", 1, kbpk, 32, payload, 48, raw);
+        assert_int_equal(ext_unwrap(kbpk, 32, raw, ec, got, &got_len), MPOS_ERR_DECODE);
+        assert_int_equal(got_len, 0);
+    }
+}
+
+static void test_ext_flags(void **state)
+{
+    uint8_t kbpk[32], key[MPOS_TR31_MAX_KEY_LEN];
+    char block[MPOS_TR31_MAX_BLOCK_LEN + 1];
+    size_t len = 0, key_len = 0;
+    mpos_tr31_header hdr;
+    (void)state;
+    /* Unknown flag bits are a programming error. */
+    assert_int_equal(ext_parse("D0000P0AE00E0000", 0x80u), MPOS_ERR_ARG);
+    assert_int_equal(mpos_tr31_wrap_ext(&cc, kbpk, 32, "D0000P0AE00E0000", 16, key, 16, NULL, 0,
+                                        block, sizeof(block), &len, 0x80u),
+                     MPOS_ERR_ARG);
+    assert_int_equal(ext_unwrap(kbpk, 32, published[4].block, 0x80u, key, &key_len), MPOS_ERR_ARG);
+    assert_int_equal(mpos_tr31_key_len_valid_ext('A', 16, 0x80u), 0);
+    /* Standard blocks open the same whatever the flags. */
+    for (size_t i = 0; i < N_PUBLISHED; i++) {
+        size_t kl = tu_hex(published[i].kbpk, kbpk, sizeof(kbpk));
+        for (unsigned flags = 0; flags <= MPOS_TR31_EXT_ALL; flags++) {
+            uint8_t want[MPOS_TR31_MAX_KEY_LEN];
+            size_t want_len = tu_hex(published[i].key, want, sizeof(want));
+            assert_int_equal(mpos_tr31_unwrap_ext(&cc, kbpk, kl, published[i].block,
+                                                  strlen(published[i].block), &hdr, key,
+                                                  sizeof(key), &key_len, flags),
+                             MPOS_OK);
+            assert_int_equal(key_len, want_len);
+            assert_memory_equal(key, want, want_len);
+        }
+    }
+    /* Flags 0: the strict key lengths. */
+    for (const char *a = "ADEHRST4Z"; *a != '\0'; a++) {
+        for (size_t n = 0; n <= MPOS_TR31_MAX_KEY_LEN + 1; n++) {
+            assert_int_equal(mpos_tr31_key_len_valid_ext(*a, n, 0), mpos_tr31_key_len_valid(*a, n));
+        }
+    }
+    assert_true(mpos_tr31_key_len_valid_ext(MPOS_TR31_ALG_SM4, 16, MPOS_TR31_EXT_SM4));
+    assert_false(mpos_tr31_key_len_valid_ext(MPOS_TR31_ALG_SM4, 16, MPOS_TR31_EXT_EC_RAW));
+    assert_true(mpos_tr31_key_len_valid_ext('E', 32, MPOS_TR31_EXT_EC_RAW));
+    assert_false(mpos_tr31_key_len_valid_ext('E', 32, MPOS_TR31_EXT_SM4));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -896,6 +1138,10 @@ int main(void)
         cmocka_unit_test(test_bad_key_fields_with_valid_mac),
         cmocka_unit_test(test_optional_block_syntax),
         cmocka_unit_test(test_wrap_rejects),
+        cmocka_unit_test(test_ext_known_answers),
+        cmocka_unit_test(test_ext_sm4),
+        cmocka_unit_test(test_ext_ec_raw),
+        cmocka_unit_test(test_ext_flags),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

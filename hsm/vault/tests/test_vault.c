@@ -2,10 +2,9 @@
  *
  * Known answers: NIST CAVP KBKDF (SP 800-108) CounterMode [PRF=CMAC_AES256]
  * [CTRLOCATION=BEFORE_FIXED][RLEN=32] COUNT=0; the KBPK derivation of a fixed LMK computed
- * with pyca/cryptography 38 KBKDFCMAC (an independent implementation); the AES-256 version D
- * key blocks of ANSI X9.143:2021 8.1 and a Thales payShield 10k example, opened by the
- * vault's own version D code (keyblock_ext.c), which is also shown to produce lib/tr31's
- * blocks byte for byte.
+ * with pyca/cryptography 38 KBKDFCMAC (an independent implementation); SM4, EC and AES key
+ * blocks written by the vault before its SM4/EC key blocks moved into lib/tr31 (from the
+ * vault's former keyblock_ext.c), which must still open.
  *
  * The PKCS#11 part runs against SoftHSM2: a token folder in a fresh temporary directory,
  * SOFTHSM2_CONF pointing to a configuration file there, tokens made with softhsm2-util; the
@@ -119,17 +118,25 @@ static void comp_kcv(const uint8_t comp[HSM_LMK_LEN], uint8_t kcv[HSM_KCV_LEN])
         MPOS_OK);
 }
 
-/* Opens v (initialised) from two random components. */
-static void open_random(hsm_vault *v)
+/* Opens v (initialised) from two components, given with their right check values. */
+static void open_two(hsm_vault *v, uint8_t comps[2][HSM_LMK_LEN])
 {
-    uint8_t comps[2][HSM_LMK_LEN], kcvs[2][HSM_KCV_LEN];
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(mpos_random_bytes(comps[i], HSM_LMK_LEN), MPOS_OK);
-        comp_kcv(comps[i], kcvs[i]);
-    }
+    uint8_t kcvs[2][HSM_KCV_LEN];
+    comp_kcv(comps[0], kcvs[0]);
+    comp_kcv(comps[1], kcvs[1]);
     assert_int_equal(hsm_vault_open_components(v, (const uint8_t(*)[HSM_LMK_LEN])comps, 2,
                                                (const uint8_t(*)[HSM_KCV_LEN])kcvs),
                      MPOS_OK);
+}
+
+/* Opens v (initialised) from two random components. */
+static void open_random(hsm_vault *v)
+{
+    uint8_t comps[2][HSM_LMK_LEN];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(mpos_random_bytes(comps[i], HSM_LMK_LEN), MPOS_OK);
+    }
+    open_two(v, comps);
 }
 
 static void init_open_random(hsm_vault *v)
@@ -348,7 +355,7 @@ static void test_kbpk_known_answer(void **state)
     /* KBPK of LMK = 00 01 .. 1F: KBKDFCMAC(AES, CounterMode, length 32, rlen 4, llen 4,
      * BeforeFixed, label "openmpos LMK key blocks", context empty) in pyca/cryptography 38. */
     uint8_t lmk[HSM_LMK_LEN], expect[HSM_LMK_LEN], kbpk[HSM_LMK_LEN], kcv[HSM_KCV_LEN];
-    uint8_t comps[2][HSM_LMK_LEN], kcvs[2][HSM_KCV_LEN];
+    uint8_t comps[2][HSM_LMK_LEN];
     hsm_vault v;
     (void)state;
     for (int i = 0; i < HSM_LMK_LEN; i++) {
@@ -363,12 +370,8 @@ static void test_kbpk_known_answer(void **state)
         comps[0][i] = (uint8_t)(0xA5 ^ i * 7);
         comps[1][i] = (uint8_t)(comps[0][i] ^ lmk[i]);
     }
-    comp_kcv(comps[0], kcvs[0]);
-    comp_kcv(comps[1], kcvs[1]);
     assert_int_equal(hsm_vault_init(&v), MPOS_OK);
-    assert_int_equal(hsm_vault_open_components(&v, (const uint8_t(*)[HSM_LMK_LEN])comps, 2,
-                                               (const uint8_t(*)[HSM_KCV_LEN])kcvs),
-                     MPOS_OK);
+    open_two(&v, comps);
     assert_memory_equal(v.lmk, lmk, HSM_LMK_LEN);
     assert_memory_equal(v.kbpk, expect, HSM_LMK_LEN);
     comp_kcv(lmk, kcv);
@@ -504,7 +507,7 @@ static const struct kcase cases[] = {
     {"K0", '4', 'B', 'N', 0, 16}, {"K1", 'A', 'D', 'N', 0, 32}, {"E0", 'A', 'X', 'N', 0, 16},
     {"E0", 'T', 'X', 'E', 0, 16}, {"E6", 'T', 'X', 'N', 0, 24}, {"C0", 'T', 'C', 'N', 0, 16},
     {"V2", 'T', 'V', 'N', 0, 16}, {"P1", 'A', 'G', 'N', 0, 32}, {"V0", 'A', 'C', 'N', 0, 16},
-    {"S0", 'E', 'S', 'N', 0, 32}, {"S1", 'E', 'S', 'E', 0, 32},
+    {"S0", 'E', 'S', 'N', 0, 32}, {"S1", 'E', 'S', 'E', 0, 32}, {"M1", '4', 'C', 'N', 0, 16},
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -792,8 +795,8 @@ static void test_every_bit_flip_refused(void **state)
     hsm_vault v;
     (void)state;
     init_open_random(&v);
-    /* An AES BDK with block 91 (lib/tr31), the longest HMAC key, an EC and an SM4 key
-     * (keyblock_ext.c). */
+    /* An AES BDK with block 91, the longest HMAC key, an EC and an SM4 key (the last two
+     * through lib/tr31's extensions). */
     static const size_t which[] = {0, 17, 33, 9};
     for (size_t w = 0; w < sizeof(which) / sizeof(which[0]); w++) {
         const struct kcase *c = &cases[which[w]];
@@ -974,82 +977,94 @@ static void test_generate_and_kcv(void **state)
     hsm_vault_close(&v);
 }
 
-/* The vault's own version D code (keyblock_ext.c) against lib/tr31 and published blocks. */
-static void test_ext_keyblock_matches_lib(void **state)
+/* Known answer for the stored blocks: these were written by hsm_key_store before lib/tr31 had
+ * its extensions, when SM4 and EC keys went through the vault's own version D code
+ * (hsm/vault/keyblock_ext.c, removed), under the LMK of the two components below (random
+ * key-length padding, so the blocks are what that code emitted once, kept verbatim). The
+ * vault must open every one of them to the same key and attributes through lib/tr31. */
+static const char kat_comp1[] = "0102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F20";
+static const char kat_comp2[] = "A5B48796E1F0C3D22D3C0F1E69784B5AB58497E6F1C0D3223D0C1F6E79485BAA";
+static const char kat_lmk_kcv[] = "5DAC0D505B";
+/* {key, block}: the header of each block says what the vault must find (usage, algorithm, mode,
+ * exportability; DUKPT attribute "MP1D1" in block 91). */
+static const struct {
+    const char *key, *block;
+} kat_blocks[] = {
+    {"0123456789ABCDEFFEDCBA9876543210", "D0112K04B00N0010CA69E4FB85C972B903D64A0B875E6347275483999"
+                                         "D8D9733E0E6EBFE5875941D2093DB4F0A21BE46D8CBE856D3FC46F1"},
+    {"00112233445566778899AABBCCDDEEFF", "D0112P04E00N00107DF3270F37BC3A0BEAF185D846E67DBBA53300152"
+                                         "C1602A7F50DCF5B9E4A1E9956BCA18949BA203C13B6B1A668611DEE"},
+    {"F0E1D2C3B4A5968778695A4B3C2D1E0F", "D0112M64C00E0010C843F86B87E530EAC1608C3E8690928D1B5E7D671"
+                                         "805CC2D2248C92FDF6F672DC1C7EF7F33219A0733CA6A64B741A523"},
+    {"C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721",
+     "D0144S1ES00N00109E2B67FC6911672DD3DDCD8A96F82196C85CFD5C249F1246AA259965BD0CBC7DA379733394FB5"
+     "263C49241C03CC2ECD651A9E102A16C16CF0777E2E136BF0785"},
+    {"519B423D715F8B581F4FA8EE59F4771A5B44C8130B4E3EACCA54A56DDA72B464",
+     "D0144S0ES00E001009649EA2C68D3E55D815EDF5B4AF80AC86198FFB03CE42E10A31DB5C1F9DC4DA5E806CBD3D004"
+     "018F94D8C5EEAE14E8CAD1EBE53BC23807F0CC40057938FB9D7"},
+    {"FEDCBA9876543210F1F1F1F1F1F1F1F1",
+     "D0160B0AX00N02109109MP1D1PB07000830C901B3F7AA80D015ED4ABD2EDFA3A19A170C92C272F6EB134B9117043D"
+     "88C3692346D6A4968577E6939A3E3B25435FE2EB92F00F1C2B79A204ABF1A184A69"},
+};
+
+static void test_blocks_of_the_old_vault_code_open(void **state)
 {
-    static const struct {
-        const char *kbpk, *block, *key, *source;
-    } published[] = {
-        {"88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6",
-         "D0144P0AE00E00002C77FA3F4A553BED6E88AE5C172A4166E3D4ACA8E2AC71C158A476FAC12C13C3829DE"
-         "55D3AB54C48F4C4FEF7AC75E90FC47F1B77E7B19A73ED46E64410082557",
-         "3F419E1CB7079442AA37474C2EFBF8B8", "ANSI X9.143:2021 8.1"},
-        {"4141414141414141414141414141414141414141414141414141414141414141",
-         "D0144D0AN00N0000127862F945C2DED04530FAF7CDBC8B0BA10C7AA79BD5E0C2C5D6AC173BF588E4B19AC"
-         "F1357178D50EA0AB193228E13958304FC6149632DFDCADF3A5B3D57E814",
-         "BE19E6A07A760F10EF8E83A226B63AAD141F463FDDD4F47DB244B4023EC3CACC",
-         "Thales payShield 10k example"},
-    };
-    uint8_t kbpk[32], key[32], got[MPOS_TR31_MAX_KEY_LEN], pad[30];
-    size_t key_len, got_len = 0, len1 = 0, len2 = 0;
-    mpos_tr31_header hdr;
-    const char *why = NULL;
-    char b1[HSM_KEYBLOCK_MAX_LEN], b2[HSM_KEYBLOCK_MAX_LEN];
+    uint8_t comps[2][HSM_LMK_LEN], kcv[HSM_KCV_LEN];
+    uint8_t key[HSM_KEY_MAX_LEN], raw[MPOS_TR31_MAX_KEY_LEN];
+    size_t raw_len = 7;
+    hsm_vault v;
     (void)state;
-    for (size_t i = 0; i < sizeof(published) / sizeof(published[0]); i++) {
-        tu_hex(published[i].kbpk, kbpk, sizeof(kbpk));
-        key_len = tu_hex(published[i].key, key, sizeof(key));
-        assert_int_equal(hsm_kb_ext_unwrap(&cc, kbpk, published[i].block,
-                                           strlen(published[i].block), &hdr, got, sizeof(got),
-                                           &got_len, &why),
-                         MPOS_OK);
-        assert_int_equal(got_len, key_len);
-        assert_memory_equal(got, key, key_len);
-    }
-    /* Same header, key and padding: the same block from both implementations. */
-    assert_int_equal(mpos_random_bytes(kbpk, sizeof(kbpk)), MPOS_OK);
-    assert_int_equal(mpos_random_bytes(key, sizeof(key)), MPOS_OK);
-    assert_int_equal(mpos_random_bytes(pad, sizeof(pad)), MPOS_OK);
-    {
-        static const struct {
-            const char *tmpl;
-            size_t key_len, pad_len;
-        } t[] = {
-            {"D0000P0AE00E0000", 16, 14},
-            {"D0000D0AB00N0100KS1800604B120F9292800000", 32, 14},
-            {"D0000K0AB00N0110"
-             "9109MP1D1",
-             24, 6},
-            {"D0000P0AE00E0000", 16, 30},
-        };
-        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-            assert_int_equal(mpos_tr31_wrap(&cc, kbpk, 32, t[i].tmpl, strlen(t[i].tmpl), key,
-                                            t[i].key_len, pad, t[i].pad_len, b1, sizeof(b1), &len1),
+    tu_hex(kat_comp1, comps[0], HSM_LMK_LEN);
+    tu_hex(kat_comp2, comps[1], HSM_LMK_LEN);
+    assert_int_equal(hsm_vault_init(&v), MPOS_OK);
+    open_two(&v, comps);
+    tu_hex(kat_lmk_kcv, kcv, sizeof(kcv));
+    assert_memory_equal(v.lmk_kcv, kcv, HSM_KCV_LEN);
+    for (size_t i = 0; i < sizeof(kat_blocks) / sizeof(kat_blocks[0]); i++) {
+        const char *block = kat_blocks[i].block;
+        size_t len = strlen(block), key_len = tu_hex(kat_blocks[i].key, key, sizeof(key));
+        const char usage[] = {block[5], block[6], '\0'}, algs[] = {block[7], '\0'};
+        const char *usages[] = {usage, NULL};
+        struct hsm_key_need need = {usages, algs, op_for(block[8])};
+        hsm_key got;
+        assert_int_equal(hsm_key_load(&v, block, len, &need, &got), MPOS_OK);
+        assert_int_equal(got.len, key_len);
+        assert_memory_equal(got.bytes, key, key_len);
+        assert_string_equal(got.attr.usage, usage);
+        assert_int_equal(got.attr.algorithm, block[7]);
+        assert_int_equal(got.attr.mode, block[8]);
+        assert_int_equal(got.attr.exportability, block[11]);
+        assert_int_equal(got.attr.dukpt, strstr(block, "9109MP1D1") != NULL ? 1 : 0);
+        /* Stored again, the key gives a block of the same shape (header, length: the same
+         * key-length obfuscation), so the old code could read what the new one writes. */
+        {
+            char again[HSM_KEYBLOCK_MAX_LEN];
+            size_t again_len = 0;
+            mpos_tr31_header hdr;
+            assert_int_equal(hsm_key_store(&v, &got, again, sizeof(again), &again_len), MPOS_OK);
+            assert_int_equal(again_len, len);
+            assert_int_equal(mpos_tr31_header_parse_ext(block, len, MPOS_TR31_PARSE_BLOCK, &hdr,
+                                                        MPOS_TR31_EXT_ALL),
                              MPOS_OK);
-            assert_int_equal(hsm_kb_ext_wrap(&cc, kbpk, t[i].tmpl, strlen(t[i].tmpl), key,
-                                             t[i].key_len, pad, t[i].pad_len, b2, sizeof(b2), &len2,
-                                             &why),
-                             MPOS_OK);
-            assert_int_equal(len1, len2);
-            assert_memory_equal(b1, b2, len1);
-            /* And each opens the other's. */
-            assert_int_equal(
-                hsm_kb_ext_unwrap(&cc, kbpk, b1, len1, &hdr, got, sizeof(got), &got_len, &why),
-                MPOS_OK);
-            assert_memory_equal(got, key, t[i].key_len);
-            assert_int_equal(
-                mpos_tr31_unwrap(&cc, kbpk, 32, b2, len2, &hdr, got, sizeof(got), &got_len),
-                MPOS_OK);
-            assert_memory_equal(got, key, t[i].key_len);
+            assert_memory_equal(again, block, hdr.len);
         }
-    }
-    /* lib/tr31 itself refuses what the extension is for. */
-    assert_int_equal(mpos_tr31_wrap(&cc, kbpk, 32, "D0000S0ES00N0000", 16, key, 32, NULL, 0, b1,
-                                    sizeof(b1), &len1),
-                     MPOS_ERR_UNSUPPORTED);
-    assert_int_not_equal(mpos_tr31_wrap(&cc, kbpk, 32, "D0000P04E00N0000", 16, key, 16, NULL, 0, b1,
-                                        sizeof(b1), &len1),
+        hsm_key_clear(&got);
+        /* lib/tr31 without the extensions refuses the SM4 and EC blocks; they open only with
+         * the vault's flags (the AES BDK opens either way). */
+        if (block[7] != 'A') {
+            assert_int_equal(mpos_tr31_unwrap(&v.cc, v.kbpk, HSM_LMK_LEN, block, len, NULL, raw,
+                                              sizeof(raw), &raw_len),
+                             block[7] == 'E' ? MPOS_ERR_UNSUPPORTED : MPOS_ERR_FORMAT);
+            assert_int_equal(raw_len, 0);
+        }
+        assert_int_equal(mpos_tr31_unwrap_ext(&v.cc, v.kbpk, HSM_LMK_LEN, block, len, NULL, raw,
+                                              sizeof(raw), &raw_len, MPOS_TR31_EXT_ALL),
                          MPOS_OK);
+        assert_int_equal(raw_len, key_len);
+        assert_memory_equal(raw, key, key_len);
+    }
+    mpos_cleanse(raw, sizeof(raw));
+    hsm_vault_close(&v);
 }
 
 /* ---- PKCS#11 (SoftHSM2) ---- */
@@ -1586,7 +1601,7 @@ int main(void)
         cmocka_unit_test(test_block_of_another_lmk_refused),
         cmocka_unit_test(test_store_refused),
         cmocka_unit_test(test_generate_and_kcv),
-        cmocka_unit_test(test_ext_keyblock_matches_lib),
+        cmocka_unit_test(test_blocks_of_the_old_vault_code_open),
         cmocka_unit_test(test_p11_create_and_reopen),
         cmocka_unit_test(test_p11_kek_in_token),
         cmocka_unit_test(test_p11_wrong_pin_label_module_token),

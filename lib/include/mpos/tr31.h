@@ -13,7 +13,9 @@
  * cipher blocks. wrap pads the key to the longest key of its algorithm (key-length
  * obfuscation: TDES 24, AES 32, HMAC 64 bytes) with random bytes unless the caller gives the
  * padding. Versions A, C (variant binding) and E are recognised and refused
- * (MPOS_ERR_UNSUPPORTED), as are asymmetric keys (algorithms E, R, S).
+ * (MPOS_ERR_UNSUPPORTED), as are asymmetric keys (algorithms E, R, S). Two proprietary
+ * extensions (SM4 keys, raw EC private keys; version D only) exist as an explicit opt-in
+ * through the *_ext functions at the end of this header; nothing else enables them.
  *
  * Header checks (both directions): printable ASCII; the length field equals the block's
  * length; a known key usage, algorithm and mode of use (X9.143:2021 6.3.1-6.3.3) in an
@@ -70,7 +72,8 @@ typedef struct mpos_tr31_header {
     char version;        /* 'B' or 'D' */
     size_t block_len;    /* the length field (PARSE_BLOCK), 0 for a template */
     char key_usage[3];   /* e.g. "P0" */
-    char algorithm;      /* 'A' AES, 'D' DES, 'T' TDES, 'H' HMAC, 'E' 'R' 'S' asymmetric */
+    char algorithm;      /* 'A' AES, 'D' DES, 'T' TDES, 'H' HMAC, 'E' 'R' 'S' asymmetric;
+                            '4' SM4 (MPOS_TR31_EXT_SM4 only) */
     char mode_of_use;    /* B C D E G N S T V X Y */
     char key_version[3]; /* "00" none, "cN" component N, else the version */
     char exportability;  /* 'E', 'N' or 'S' */
@@ -123,5 +126,53 @@ int mpos_tr31_wrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, co
 int mpos_tr31_unwrap(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len, const char *block,
                      size_t block_len, mpos_tr31_header *hdr, uint8_t *key, size_t key_cap,
                      size_t *key_len) MPOS_MUST_CHECK;
+
+/* ---- Proprietary extensions (explicit opt-in) ----
+ *
+ * The functions above are strict ANSI X9.143 and always stay so. Each function below takes the
+ * arguments of its strict counterpart followed by flags, an OR of MPOS_TR31_EXT_* (other bits:
+ * MPOS_ERR_ARG); with flags 0 it behaves exactly as its strict counterpart. An extension admits
+ * one more key algorithm, in version D key blocks only (version B: wrap and unwrap refuse it,
+ * MPOS_ERR_UNSUPPORTED). The construction is unchanged (X9.143:2021 7.3: KBEK/KBAK derived from
+ * the KBPK, CMAC over header || clear key data, CBC with the MAC as IV), as are the header
+ * checks; only the algorithm code and the key it carries are proprietary. Such a block is not
+ * interoperable: a peer opens it only with the same extension enabled, and a strict reader
+ * refuses it ('4': MPOS_ERR_FORMAT, unknown algorithm; 'E': MPOS_ERR_UNSUPPORTED).
+ *
+ * MPOS_TR31_EXT_SM4: algorithm MPOS_TR31_ALG_SM4 ('4'; X9.143:2021 6.3.2 reserves numeric
+ * algorithm codes for proprietary use and defines none for SM4) is an SM4 key (GB/T 32907), 16
+ * bytes, the only SM4 key length, so key-length obfuscation adds no padding beyond whole blocks:
+ * the clear key data is 2 + 16 + 14 = 32 bytes. '4' goes with every key usage that takes 'A'
+ * (SM4, like AES, is a 128-bit block cipher) and with M1 (UnionPay MAC keys, beside 'T' and
+ * 'D'), with the modes of use of the usage (table in tr31_header.c).
+ *
+ * MPOS_TR31_EXT_EC_RAW: algorithm 'E' carries an EC private key as its raw 32-byte scalar
+ * (P-256 or SM2, big-endian), not the DER structure an X9.143 interchange block holds: a storage
+ * format, for key blocks under a key the holder never shares. Exactly 32 bytes, so again no
+ * padding beyond whole blocks: the clear key data is 2 + 32 + 14 = 48 bytes. The key usages and
+ * modes X9.143 allows for 'E' (D1, K3, S0, S1, S2). */
+#define MPOS_TR31_EXT_SM4    0x01u
+#define MPOS_TR31_EXT_EC_RAW 0x02u
+#define MPOS_TR31_EXT_ALL    (MPOS_TR31_EXT_SM4 | MPOS_TR31_EXT_EC_RAW)
+#define MPOS_TR31_ALG_SM4    '4'
+
+/* mpos_tr31_header_parse with extensions: MPOS_TR31_EXT_SM4 makes '4' a known algorithm. */
+int mpos_tr31_header_parse_ext(const char *text, size_t text_len, enum mpos_tr31_parse mode,
+                               mpos_tr31_header *hdr, unsigned flags) MPOS_MUST_CHECK;
+
+/* mpos_tr31_key_len_valid with extensions: also '4' 16 (MPOS_TR31_EXT_SM4) and 'E' 32
+ * (MPOS_TR31_EXT_EC_RAW); 0 for any flag bit outside MPOS_TR31_EXT_ALL. */
+int mpos_tr31_key_len_valid_ext(char algorithm, size_t key_len, unsigned flags);
+
+/* mpos_tr31_wrap with extensions (same arguments, errors and output). */
+int mpos_tr31_wrap_ext(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len,
+                       const char *header, size_t header_len, const uint8_t *key, size_t key_len,
+                       const uint8_t *padding, size_t padding_len, char *block, size_t block_cap,
+                       size_t *block_len, unsigned flags) MPOS_MUST_CHECK;
+
+/* mpos_tr31_unwrap with extensions (same arguments, errors and output). */
+int mpos_tr31_unwrap_ext(mpos_crypto_ctx *cc, const uint8_t *kbpk, size_t kbpk_len,
+                         const char *block, size_t block_len, mpos_tr31_header *hdr, uint8_t *key,
+                         size_t key_cap, size_t *key_len, unsigned flags) MPOS_MUST_CHECK;
 
 #endif
