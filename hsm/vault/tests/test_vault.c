@@ -49,7 +49,12 @@
 
 /* AddressSanitizer intercepts mlock() as a no-op (its shadow memory cannot be locked):
  * in sanitizer builds nothing is locked and the VmLck checks cannot hold. */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MPOS_TEST_UNDER_ASAN 1 /* clang */
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(MPOS_TEST_UNDER_ASAN) /* gcc, clang */
 #define MLOCK_OBSERVABLE 0
 #else
 #define MLOCK_OBSERVABLE 1
