@@ -435,3 +435,48 @@ int hsm_client_ca_cert_create(hsm_client *c, const struct hsm_ca_cert_req *req,
            get(c, HSM_TAG_CERT, resp->cert, sizeof(resp->cert), &resp->cert_len) |
                get(c, HSM_TAG_CERT_SERIAL, resp->cert_serial, sizeof(resp->cert_serial), NULL));
 }
+
+static int read_provision(const hsm_client *c, struct hsm_provision_terminal_resp *r)
+{
+    uint8_t kind = 0;
+    int rc = get(c, HSM_TAG_BUNDLE, r->bundle, sizeof(r->bundle), &r->bundle_len) |
+             get(c, HSM_TAG_CERT_SHA256, r->cert_sha256, sizeof(r->cert_sha256), NULL) |
+             get(c, HSM_TAG_CERT_SERIAL, r->cert_serial, sizeof(r->cert_serial), NULL) |
+             hsm_msg_u8(&c->resp, HSM_TAG_KIND, &kind) |
+             get(c, HSM_TAG_KCV, r->kcv, sizeof(r->kcv), &r->kcv_len);
+    r->kind = (enum mpos_provision_kind)kind;
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_KEY_ID)) {
+        rc = get(c, HSM_TAG_KEY_ID, r->id, sizeof(r->id), &r->id_len);
+    }
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_KEY_BLOCK)) {
+        rc = get_kb(c, HSM_TAG_KEY_BLOCK, &r->tmk);
+    }
+    return rc != 0 ? MPOS_ERR_FORMAT : 0;
+}
+
+int hsm_client_provision_terminal(hsm_client *c, const struct hsm_provision_terminal_req *req,
+                                  struct hsm_provision_terminal_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    if (req->key == HSM_PROVISION_DUKPT) {
+        hsm_client_begin(c, HSM_CMD_PROVISION_TERMINAL, &w);
+        put_kb(&w, HSM_TAG_BDK, &req->bdk);
+        hsm_put_bytes(&w, HSM_TAG_KEY_ID, req->id, req->id_len);
+    } else if (req->key == HSM_PROVISION_TMK) {
+        hsm_client_begin(c, HSM_CMD_PROVISION_TERMINAL, &w);
+        put_char(&w, HSM_TAG_ALGORITHM, req->tmk_algorithm != '\0' ? req->tmk_algorithm : 'T');
+    } else {
+        return MPOS_ERR_ARG;
+    }
+    put_kb(&w, HSM_TAG_KEY_BLOCK, &req->ca_key);
+    hsm_put_bytes(&w, HSM_TAG_CA_CERT, req->ca_cert, req->ca_cert_len);
+    hsm_put_bytes(&w, HSM_TAG_CSR, req->csr, req->csr_len);
+    hsm_put_text(&w, HSM_TAG_SERIAL, req->serial);
+    hsm_put_u64(&w, HSM_TAG_NOT_BEFORE, (uint64_t)req->not_before);
+    hsm_put_u64(&w, HSM_TAG_NOT_AFTER, (uint64_t)req->not_after);
+    if (req->trust_anchor_len != 0) {
+        hsm_put_bytes(&w, HSM_TAG_TRUST_ANCHOR, req->trust_anchor, req->trust_anchor_len);
+    }
+    FINISH(c, &w, resp, read_provision(c, resp));
+}

@@ -101,5 +101,11 @@ int hsm_client_cert_sign(hsm_client *c, const struct hsm_cert_sign_req *req,
                          struct hsm_cert_sign_resp *resp) MPOS_MUST_CHECK;
 int hsm_client_ca_cert_create(hsm_client *c, const struct hsm_ca_cert_req *req,
                               struct hsm_cert_sign_resp *resp) MPOS_MUST_CHECK;
+/* provision.terminal: req->key HSM_PROVISION_DUKPT sends bdk and id, HSM_PROVISION_TMK sends
+ * tmk_algorithm ('T' when 0). resp (about 9 KiB: not for a small stack) gets the bundle, the
+ * certificate fingerprint and serial, the kind, the id (DUKPT), the check value and, for a
+ * TMK, its key block under the LMK. */
+int hsm_client_provision_terminal(hsm_client *c, const struct hsm_provision_terminal_req *req,
+                                  struct hsm_provision_terminal_resp *resp) MPOS_MUST_CHECK;
 
 #endif

@@ -17,7 +17,7 @@ static const char *const default_allow[HSMD_ROLES] = {
     "dukpt.mac-generate mac.generate mac.verify pan.hash emv.arqc-verify mkwk.generate",
     /* tools: key generation, import/export, BDK, provisioning, certificates, status */
     "status random key.generate bdk.generate key.import key.export dukpt.initial-key "
-    "mkwk.generate pvv.generate cert.sign cert.ca-create",
+    "mkwk.generate pvv.generate cert.sign cert.ca-create provision.terminal",
     /* switch: PIN verification against the PVV, ARQC/ARPC, zone MACs, status */
     "status pin.verify-pvv emv.arqc-verify mac.generate mac.verify",
 };

@@ -593,6 +593,71 @@ static int do_ca_cert_create(struct hsmd_call *c, const hsm_msg *m, hsm_writer *
     return rc;
 }
 
+/* provision.terminal: one terminal's certificate and initial key in one bundle (T-UNIQ-1).
+ * The request names a DUKPT terminal (bdk, key-id) or a TMK terminal (algorithm), never
+ * both. Audit: the check values of the BDK and CA key blocks and of the key in the bundle. */
+static int do_provision_terminal(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_provision_terminal_req req;
+    struct hsm_provision_terminal_resp *resp = &c->w->provision_resp; /* 9 KiB: per worker */
+    uint64_t nb = 0, na = 0;
+    int dukpt = hsm_msg_has(m, HSM_TAG_BDK);
+    int rc = 0;
+    memset(&req, 0, sizeof(req));
+    if (dukpt == hsm_msg_has(m, HSM_TAG_ALGORITHM) || dukpt != hsm_msg_has(m, HSM_TAG_KEY_ID)) {
+        return MPOS_ERR_ARG;
+    }
+    if (dukpt) {
+        req.key = HSM_PROVISION_DUKPT;
+        req.bdk = kb(m, HSM_TAG_BDK);
+        rc = copy_field(m, HSM_TAG_KEY_ID, req.id, sizeof(req.id), &req.id_len);
+    } else {
+        req.key = HSM_PROVISION_TMK;
+        req.tmk_algorithm = ch(m, HSM_TAG_ALGORITHM);
+    }
+    req.ca_key = kb(m, HSM_TAG_KEY_BLOCK);
+    if (rc == 0) {
+        rc = hsm_msg_bytes(m, HSM_TAG_CA_CERT, &req.ca_cert, &req.ca_cert_len);
+    }
+    if (rc == 0) {
+        rc = hsm_msg_bytes(m, HSM_TAG_CSR, &req.csr, &req.csr_len);
+    }
+    if (rc == 0 && hsm_msg_has(m, HSM_TAG_TRUST_ANCHOR)) {
+        rc = hsm_msg_bytes(m, HSM_TAG_TRUST_ANCHOR, &req.trust_anchor, &req.trust_anchor_len);
+    }
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_SERIAL, req.serial, sizeof(req.serial));
+    }
+    if (rc == 0) {
+        rc = hsm_msg_u64(m, HSM_TAG_NOT_BEFORE, &nb);
+    }
+    if (rc == 0) {
+        rc = hsm_msg_u64(m, HSM_TAG_NOT_AFTER, &na);
+    }
+    req.not_before = (int64_t)nb;
+    req.not_after = (int64_t)na;
+    if (rc == 0) {
+        rc = hsm_op_provision_terminal(&c->w->vault, &req, resp);
+    }
+    if (rc == 0) {
+        AUDIT_BLOCKS(c, m, HSM_TAG_BDK, HSM_TAG_KEY_BLOCK);
+        hsm_put_bytes(w, HSM_TAG_BUNDLE, resp->bundle, resp->bundle_len);
+        hsm_put_bytes(w, HSM_TAG_CERT_SHA256, resp->cert_sha256, sizeof(resp->cert_sha256));
+        hsm_put_bytes(w, HSM_TAG_CERT_SERIAL, resp->cert_serial, sizeof(resp->cert_serial));
+        hsm_put_u8(w, HSM_TAG_KIND, (uint8_t)resp->kind);
+        if (resp->id_len > 0) {
+            hsm_put_bytes(w, HSM_TAG_KEY_ID, resp->id, resp->id_len);
+        }
+        hsm_put_bytes(w, HSM_TAG_KCV, resp->kcv, resp->kcv_len);
+        if (resp->tmk.len > 0) {
+            put_kb(w, HSM_TAG_KEY_BLOCK, &resp->tmk);
+        }
+        hsmd_audit_kcv_bytes(c, resp->kcv, resp->kcv_len);
+    }
+    MPOS_WIPE_CTX(resp);
+    return rc;
+}
+
 typedef int (*handler_fn)(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w);
 
 static const struct {
@@ -620,6 +685,7 @@ static const struct {
     {HSM_CMD_ARQC_VERIFY, do_arqc_verify},
     {HSM_CMD_CERT_SIGN, do_cert_sign},
     {HSM_CMD_CA_CERT_CREATE, do_ca_cert_create},
+    {HSM_CMD_PROVISION_TERMINAL, do_provision_terminal},
 };
 
 size_t hsmd_error_frame(uint8_t *out, size_t cap, uint16_t command, uint32_t request_id, int status)

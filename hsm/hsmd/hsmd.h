@@ -130,6 +130,7 @@ struct hsmd_worker {
     size_t out_cap;
     struct hsmd_kcv_entry kcv_cache[HSMD_KCV_CACHE_SIZE];
     struct hsm_card_data_resp card_resp; /* large: kept here rather than on the stack */
+    struct hsm_provision_terminal_resp provision_resp; /* 9 KiB: likewise */
     atomic_uint n_sessions;
 };
 

@@ -58,7 +58,7 @@ static const struct hsm_tag_info tags[HSM_PROTO_MAX_TAG + 1] = {
     TAG(HSM_TAG_PROP, HSM_FT_BYTES, 8, "prop"),
     TAG(HSM_TAG_ARPC, HSM_FT_BYTES, 8, "arpc"),
     TAG(HSM_TAG_CERT, HSM_FT_BYTES, 2048, "cert"),
-    TAG(HSM_TAG_CSR, HSM_FT_BYTES, 2048, "csr"),
+    TAG(HSM_TAG_CSR, HSM_FT_BYTES, 4096, "csr"),
     TAG(HSM_TAG_SERIAL, HSM_FT_TEXT, 32, "serial"),
     TAG(HSM_TAG_NOT_BEFORE, HSM_FT_U64, 8, "not-before"),
     TAG(HSM_TAG_NOT_AFTER, HSM_FT_U64, 8, "not-after"),
@@ -75,6 +75,10 @@ static const struct hsm_tag_info tags[HSM_PROTO_MAX_TAG + 1] = {
     TAG(HSM_TAG_TDK_KCV, HSM_FT_BYTES, 4, "tdk-kcv"),
     TAG(HSM_TAG_TDK_BLOCK, HSM_FT_TEXT, 512, "tdk-block"),
     TAG(HSM_TAG_COMMON_NAME, HSM_FT_TEXT, 64, "common-name"),
+    TAG(HSM_TAG_TRUST_ANCHOR, HSM_FT_BYTES, 2048, "trust-anchor"),
+    TAG(HSM_TAG_BUNDLE, HSM_FT_BYTES, 8192, "bundle"),
+    TAG(HSM_TAG_CERT_SHA256, HSM_FT_BYTES, 32, "cert-sha256"),
+    TAG(HSM_TAG_KIND, HSM_FT_U8, 1, "kind"),
 };
 
 const struct hsm_tag_info *hsm_proto_tag(unsigned tag)
@@ -223,6 +227,23 @@ static const struct hsm_field_spec ca_cert_create_req[] = {KB(HSM_TAG_KEY_BLOCK)
                                                            {HSM_TAG_NOT_BEFORE, REQ, 8, 8},
                                                            {HSM_TAG_NOT_AFTER, REQ, 8, 8}};
 
+/* Terminal provisioning (hsm_op_provision_terminal): a DUKPT terminal (bdk, key-id) or a TMK
+ * terminal (algorithm), exactly one of the two (checked by hsmd); the CA key in key-block. The
+ * request fits the default request limit (16384): at most 4096 + 3 * 2048 + 2 * 512 + ~100. */
+static const struct hsm_field_spec provision_terminal_req[] = {
+    {HSM_TAG_BDK, OPT, 16, 512},     {HSM_TAG_KEY_ID, OPT, 8, 10},
+    {HSM_TAG_ALGORITHM, OPT, 1, 1},  KB(HSM_TAG_KEY_BLOCK),
+    {HSM_TAG_CA_CERT, REQ, 1, 2048}, {HSM_TAG_CSR, REQ, 1, 4096},
+    {HSM_TAG_SERIAL, REQ, 1, 32},    {HSM_TAG_NOT_BEFORE, REQ, 8, 8},
+    {HSM_TAG_NOT_AFTER, REQ, 8, 8},  {HSM_TAG_TRUST_ANCHOR, OPT, 1, 2048}};
+/* The bundle (at most MPOS_PROVISION_BUNDLE_MAX_LEN = 8192) and what the store registers; the
+ * TMK under the LMK (key-block) for a TMK terminal only. */
+static const struct hsm_field_spec provision_terminal_resp[] = {
+    {HSM_TAG_BUNDLE, REQ, 1, 8192},     {HSM_TAG_CERT_SHA256, REQ, 32, 32},
+    {HSM_TAG_CERT_SERIAL, REQ, 16, 16}, {HSM_TAG_KIND, REQ, 1, 1},
+    {HSM_TAG_KEY_ID, OPT, 8, 10},       {HSM_TAG_KCV, REQ, 3, 5},
+    {HSM_TAG_KEY_BLOCK, OPT, 16, 512}};
+
 static const struct hsm_command commands[] = {
     {HSM_CMD_STATUS, "status", NONE, SCHEMA(status_resp)},
     {HSM_CMD_RANDOM, "random", SCHEMA(random_req), SCHEMA(random_resp)},
@@ -249,6 +270,8 @@ static const struct hsm_command commands[] = {
     {HSM_CMD_ARQC_VERIFY, "emv.arqc-verify", SCHEMA(arqc_req), SCHEMA(arqc_resp)},
     {HSM_CMD_CERT_SIGN, "cert.sign", SCHEMA(cert_sign_req), SCHEMA(cert_sign_resp)},
     {HSM_CMD_CA_CERT_CREATE, "cert.ca-create", SCHEMA(ca_cert_create_req), SCHEMA(cert_sign_resp)},
+    {HSM_CMD_PROVISION_TERMINAL, "provision.terminal", SCHEMA(provision_terminal_req),
+     SCHEMA(provision_terminal_resp)},
 };
 
 const struct hsm_command *hsm_proto_command(uint16_t code)

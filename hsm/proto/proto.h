@@ -124,7 +124,7 @@ enum hsm_tag {
     HSM_TAG_PROP = 49,          /* bytes: proprietary authentication data, 0..8 */
     HSM_TAG_ARPC = 50,          /* bytes: ARPC, 8 or 4 */
     HSM_TAG_CERT = 51,          /* bytes: DER certificate issued */
-    HSM_TAG_CSR = 52,           /* bytes: DER PKCS#10 request */
+    HSM_TAG_CSR = 52,           /* bytes: PKCS#10 request (DER; PEM for provision.terminal) */
     HSM_TAG_SERIAL = 53,        /* text: terminal serial, 1..32 */
     HSM_TAG_NOT_BEFORE = 54,    /* u64: Unix seconds */
     HSM_TAG_NOT_AFTER = 55,     /* u64: Unix seconds */
@@ -140,7 +140,11 @@ enum hsm_tag {
     HSM_TAG_TDK_ENC = 65,
     HSM_TAG_TDK_KCV = 66,
     HSM_TAG_TDK_BLOCK = 67,
-    HSM_TAG_COMMON_NAME = 68 /* text: CA certificate common name, 1..64 */
+    HSM_TAG_COMMON_NAME = 68,  /* text: CA certificate common name, 1..64 */
+    HSM_TAG_TRUST_ANCHOR = 69, /* bytes: DER certificate of the back end's TLS trust anchor */
+    HSM_TAG_BUNDLE = 70,       /* bytes: a provisioning bundle (mpos/provision.h), to 8192 */
+    HSM_TAG_CERT_SHA256 = 71,  /* bytes: SHA-256 fingerprint of a certificate, 32 */
+    HSM_TAG_KIND = 72          /* u8: provisioned key kind (enum mpos_provision_kind) */
 };
 
 struct hsm_tag_info {
@@ -199,7 +203,8 @@ enum hsm_command_code {
     HSM_CMD_PAN_HASH = 0x0501,
     HSM_CMD_ARQC_VERIFY = 0x0601,
     HSM_CMD_CERT_SIGN = 0x0701,
-    HSM_CMD_CA_CERT_CREATE = 0x0702
+    HSM_CMD_CA_CERT_CREATE = 0x0702,
+    HSM_CMD_PROVISION_TERMINAL = 0x0703
 };
 
 /* The command of a code or a name, NULL if there is none. */

@@ -14,6 +14,7 @@
 
 #include "ctl.h"
 #include "mpos/crypto.h"
+#include "mpos/provision.h"
 #include "mpos/util.h"
 
 #ifdef MPOSCTL_HAVE_HSM
@@ -78,14 +79,25 @@ static const char help_ca_create[] =
     "and prints its SHA-256 fingerprint. --validity: 1 to 7300 days (default 3650).\n";
 
 static const char help_provision[] =
-    "usage: mposctl terminal provision SERIAL --bdk LABEL --transport-key LABEL --csr FILE\n"
-    "                                  --ca-key LABEL --ca-cert FILE --out DIR\n"
-    "                                  [--validity DAYS]\n"
-    "Provisions a DUKPT terminal: allocates its unique initial KSN from the BDK's allocator,\n"
-    "has mpos-hsmd derive its initial key and wrap it under the transport key (TR-31, usage\n"
-    "B1), has mpos-hsmd sign its certificate request with the manufacturer CA key, and\n"
-    "records the KSN, the BDK and the certificate fingerprint. Writes DIR/SERIAL.crt (DER),\n"
-    "DIR/SERIAL.tr31 (the initial key block) and DIR/SERIAL.ksn.\n";
+    "usage: mposctl terminal provision --serial SERIAL [--scheme SCHEME] --csr FILE\n"
+    "                                  --ca-key LABEL --ca-cert FILE [--bdk LABEL]\n"
+    "                                  [--trust-anchor FILE] [--out DIR] [--validity DAYS]\n"
+    "Provisions one terminal (T-UNIQ-1, docs/provisioning.md): allocates its unique initial\n"
+    "KSN from the BDK's allocator (DUKPT), then one mpos-hsmd command signs its certificate\n"
+    "request with the manufacturer CA key and wraps its initial key (DUKPT) or a fresh TMK\n"
+    "(mkwk) under a transport key that only this terminal's device key can derive. Records\n"
+    "the terminal (state provisioned): KSN or TMK check value and key block, certificate\n"
+    "fingerprint. Writes the bundle to DIR/SERIAL.bundle (never overwritten).\n"
+    "  --serial SERIAL    1 to 32 of A-Z a-z 0-9 '-', exactly as in the request (case matters)\n"
+    "  --scheme SCHEME    dukpt-aes (default), dukpt-tdes (both need --bdk), mkwk-tdes;\n"
+    "                     mkwk-sm4 is not supported yet\n"
+    "  --csr FILE         the terminal's PKCS#10 request, DER or PEM (P-256, subject\n"
+    "                     serialNumber=SERIAL)\n"
+    "  --ca-key LABEL     the manufacturer CA key (S1/S0, ec); --ca-cert FILE its certificate\n"
+    "  --trust-anchor F   the back end's TLS trust anchor (DER certificate) for the bundle\n"
+    "  --out DIR          where to write the bundle (default: the current directory)\n"
+    "  --validity DAYS    certificate validity, 1 to 3650 (default 365)\n"
+    "Output: serial, scheme, initial-ksn or tmk-kcv, kcv, cert-sha256, cert-serial, bundle.\n";
 
 #if !defined(MPOSCTL_HAVE_HSM) || !defined(MPOSCTL_HAVE_VAULT)
 static int no_hsm(struct ctl *c)
@@ -617,72 +629,127 @@ exit:
     return rc;
 }
 
+static const struct {
+    const char *name;
+    enum mpos_terminal_scheme scheme;
+    char bdk_algorithm; /* DUKPT: the BDK's TR-31 algorithm; 0: a TMK terminal */
+} provision_schemes[] = {{"dukpt-aes", MPOS_SCHEME_AES_DUKPT, 'A'},
+                         {"dukpt-tdes", MPOS_SCHEME_TDES_DUKPT, 'T'},
+                         {"mkwk-tdes", MPOS_SCHEME_MKWK, 0}};
+
+/* A file for the request, at most max bytes; NULL/0 when path is NULL. */
+static int read_opt_file(struct ctl *c, const char *path, uint8_t **out, size_t *len, size_t max)
+{
+    *out = NULL;
+    *len = 0;
+    return path == NULL ? CTL_OK : read_file(c, path, out, len, max);
+}
+
 static int provision(struct ctl *c, int argc, char **argv)
 {
-    struct ctl_opt opts[] = {{"bdk", 1, NULL},     {"transport-key", 1, NULL}, {"csr", 1, NULL},
-                             {"ca-key", 1, NULL},  {"ca-cert", 1, NULL},       {"out", 1, NULL},
-                             {"validity", 1, NULL}};
-    const char *pos[1];
-    struct mpos_store_key bdk, tk, ca;
-    struct hsm_dukpt_initial_key_req ik_req;
-    struct hsm_dukpt_initial_key_resp ik_resp;
-    struct hsm_cert_sign_req cs_req;
-    struct hsm_cert_sign_resp cs_resp;
+    struct ctl_opt opts[] = {{"serial", 1, NULL}, {"scheme", 1, NULL},       {"csr", 1, NULL},
+                             {"ca-key", 1, NULL}, {"ca-cert", 1, NULL},      {"bdk", 1, NULL},
+                             {"out", 1, NULL},    {"trust-anchor", 1, NULL}, {"validity", 1, NULL}};
+    struct mpos_store_key bdk, ca;
+    struct hsm_provision_terminal_req req;
+    struct hsm_provision_terminal_resp *resp = NULL; /* 9 KiB */
     struct mpos_store_terminal t;
-    uint8_t *csr = NULL, *ca_cert = NULL;
-    size_t csr_len = 0, ca_cert_len = 0, id_len = 0;
-    char ksn[MPOS_STORE_KSN_HEX_LEN + 1] = "", fp_hex[65], name[80], line[64];
-    uint8_t fp[32];
+    uint8_t *csr = NULL, *ca_cert = NULL, *anchor = NULL;
+    size_t csr_len = 0, ca_cert_len = 0, anchor_len = 0, id_len = 0, si = 0;
+    char ksn[MPOS_STORE_KSN_HEX_LEN + 1] = "", fp_hex[65], kcv_hex[2 * HSM_KCV_LEN + 1];
+    char cs_hex[2 * HSM_CERT_SERIAL_LEN + 1], tmk_label[MPOS_STORE_LABEL_LEN + 1] = "";
+    char name[64], path[CTL_PATH_MAX];
     int64_t days = 365;
-    enum mpos_terminal_scheme scheme = MPOS_SCHEME_NONE;
     hsm_client hc;
-    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), pos, 1, 1, help_provision);
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_provision);
     if (rc != CTL_OK) {
         return rc;
     }
-    memset(&ik_req, 0, sizeof(ik_req));
-    memset(&ik_resp, 0, sizeof(ik_resp));
-    memset(&cs_req, 0, sizeof(cs_req));
-    memset(&cs_resp, 0, sizeof(cs_resp));
-    const char *bdk_label = ctl_get(opts, CTL_NOPTS(opts), "bdk");
-    const char *tk_label = ctl_get(opts, CTL_NOPTS(opts), "transport-key");
+    memset(&req, 0, sizeof(req));
+    const char *serial = ctl_get(opts, CTL_NOPTS(opts), "serial");
+    const char *scheme_arg = ctl_get(opts, CTL_NOPTS(opts), "scheme");
     const char *csr_file = ctl_get(opts, CTL_NOPTS(opts), "csr");
     const char *ca_label = ctl_get(opts, CTL_NOPTS(opts), "ca-key");
     const char *ca_file = ctl_get(opts, CTL_NOPTS(opts), "ca-cert");
+    const char *bdk_label = ctl_get(opts, CTL_NOPTS(opts), "bdk");
     const char *out = ctl_get(opts, CTL_NOPTS(opts), "out");
+    const char *anchor_file = ctl_get(opts, CTL_NOPTS(opts), "trust-anchor");
     const char *validity = ctl_get(opts, CTL_NOPTS(opts), "validity");
-    if (bdk_label == NULL || tk_label == NULL || csr_file == NULL || ca_label == NULL ||
-        ca_file == NULL || out == NULL) {
-        return ctl_error(c, CTL_USAGE, "missing option (try --help)");
+    if (scheme_arg == NULL) {
+        scheme_arg = "dukpt-aes";
     }
-    if (!mpos_store_serial_valid(pos[0])) {
-        return ctl_error(c, CTL_USAGE, "SERIAL: 1 to 32 letters, digits or '-' (case-sensitive)");
+    if (strcmp(scheme_arg, "mkwk-sm4") == 0) {
+        return ctl_error(c, CTL_USAGE,
+                         "--scheme mkwk-sm4: not supported yet (no SM4 TMK in a provisioning "
+                         "bundle)");
+    }
+    for (si = 0; si < CTL_NOPTS(provision_schemes); si++) {
+        if (strcmp(scheme_arg, provision_schemes[si].name) == 0) {
+            break;
+        }
+    }
+    if (si == CTL_NOPTS(provision_schemes)) {
+        return ctl_error(c, CTL_USAGE, "--scheme: dukpt-aes, dukpt-tdes or mkwk-tdes");
+    }
+    const enum mpos_terminal_scheme scheme = provision_schemes[si].scheme;
+    const char bdk_alg = provision_schemes[si].bdk_algorithm;
+    if (serial == NULL || csr_file == NULL || ca_label == NULL || ca_file == NULL) {
+        return ctl_error(c, CTL_USAGE,
+                         "missing --serial, --csr, --ca-key or --ca-cert (try --help)");
+    }
+    /* The serial is the HKDF salt of the transport key and is compared byte for byte by the
+     * terminal: taken as given, never case-folded (docs/provisioning.md). */
+    if (!mpos_provision_serial_valid(serial) || !mpos_store_serial_valid(serial)) {
+        return ctl_error(c, CTL_USAGE,
+                         "--serial: 1 to 32 of A-Z a-z 0-9 '-' (case-sensitive, used as given)");
+    }
+    if (bdk_alg != 0 && bdk_label == NULL) {
+        return ctl_error(c, CTL_USAGE, "--scheme %s needs --bdk LABEL", scheme_arg);
+    }
+    if (bdk_alg == 0 && bdk_label != NULL) {
+        return ctl_error(c, CTL_USAGE, "--bdk: only for a DUKPT scheme");
     }
     if (validity != NULL && (strspn(validity, "0123456789") != strlen(validity) ||
                              !ctl_duration(validity, 1, 3650, &days))) {
         return ctl_error(c, CTL_USAGE, "--validity: 1 to 3650 days");
     }
+    if (out == NULL) {
+        out = ".";
+    }
+    snprintf(name, sizeof(name), "%s.bundle", serial);
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", out, name) >= sizeof(path)) {
+        return ctl_error(c, CTL_USAGE, "--out: path too long");
+    }
+    if (access(path, F_OK) == 0) {
+        return ctl_error(c, CTL_FAIL, "%s already exists", path);
+    }
     rc = ctl_open_store(c, 0, 0);
-    if (rc == CTL_OK) {
-        rc = load_block(c, "bdk", bdk_label, &bdk, &ik_req.bdk);
+    if (rc == CTL_OK && bdk_alg != 0) {
+        rc = load_block(c, "bdk", bdk_label, &bdk, &req.bdk);
+        if (rc == CTL_OK && bdk.algorithm != bdk_alg) {
+            rc = ctl_error(c, CTL_USAGE, "--bdk %s is not a %s BDK", bdk_label, scheme_arg);
+        }
     }
     if (rc == CTL_OK) {
-        rc = load_block(c, "transport-key", tk_label, &tk, &ik_req.transport_key);
+        rc = load_block(c, "ca-key", ca_label, &ca, &req.ca_key);
     }
     if (rc == CTL_OK) {
-        rc = load_block(c, "ca-key", ca_label, &ca, &cs_req.ca_key);
-    }
-    if (rc == CTL_OK) {
-        rc = read_file(c, csr_file, &csr, &csr_len, HSM_CERT_MAX_LEN);
+        rc = read_file(c, csr_file, &csr, &csr_len, HSM_CSR_MAX_LEN);
     }
     if (rc == CTL_OK) {
         rc = read_file(c, ca_file, &ca_cert, &ca_cert_len, HSM_CERT_MAX_LEN);
+    }
+    if (rc == CTL_OK) {
+        rc = read_opt_file(c, anchor_file, &anchor, &anchor_len, HSM_CERT_MAX_LEN);
+    }
+    if (rc == CTL_OK && (resp = calloc(1, sizeof(*resp))) == NULL) {
+        rc = ctl_error(c, CTL_FAIL, "out of memory");
     }
     if (rc != CTL_OK) {
         goto exit;
     }
     /* The terminal must be able to take keys before a KSN is spent on it. */
-    rc = mpos_store_terminal_get(c->st, pos[0], &t);
+    rc = mpos_store_terminal_get(c->st, serial, &t);
     if (rc == MPOS_OK && t.state != MPOS_TERMINAL_PROVISIONED &&
         t.state != MPOS_TERMINAL_SUSPENDED) {
         rc = ctl_error(c, CTL_FAIL, "terminal %s is %s: suspend it before re-keying", t.serial,
@@ -693,78 +760,108 @@ static int provision(struct ctl *c, int argc, char **argv)
         rc = ctl_store_error(c, rc, "terminal");
         goto exit;
     }
-    /* T-UNIQ-1: a fresh initial KSN from the BDK's allocator, never handed out before. */
-    scheme = bdk.algorithm == 'T' ? MPOS_SCHEME_TDES_DUKPT : MPOS_SCHEME_AES_DUKPT;
-    rc = mpos_store_ksn_allocate(c->st, scheme, NULL, bdk_label, pos[0], c->now, ksn, NULL);
-    if (rc != MPOS_OK) {
-        rc = rc == MPOS_STORE_NOT_FOUND
-                 ? ctl_error(c, CTL_FAIL, "key %s is not a BDK with a KSN allocator", bdk_label)
-                 : ctl_store_error(c, rc, "KSN allocation");
-        goto exit;
+    if (bdk_alg != 0) {
+        /* T-UNIQ-1: a fresh initial KSN from the BDK's allocator, one atomic increment in the
+         * database, never handed out again whatever happens next. */
+        rc = mpos_store_ksn_allocate(c->st, scheme, NULL, bdk_label, serial, c->now, ksn, NULL);
+        if (rc != MPOS_OK) {
+            rc = rc == MPOS_STORE_NOT_FOUND
+                     ? ctl_error(c, CTL_FAIL, "key %s is not a BDK with a KSN allocator", bdk_label)
+                     : ctl_store_error(c, rc, "KSN allocation");
+            goto exit;
+        }
+        if (mpos_hex_decode(ksn, req.id, sizeof(req.id), &id_len) != MPOS_OK) {
+            rc = ctl_error(c, CTL_FAIL, "internal: KSN");
+            goto exit;
+        }
+        req.key = HSM_PROVISION_DUKPT;
+        req.id_len = id_len;
+    } else {
+        req.key = HSM_PROVISION_TMK;
+        req.tmk_algorithm = 'T';
     }
-    if (mpos_hex_decode(ksn, ik_req.id, sizeof(ik_req.id), &id_len) != MPOS_OK) {
-        rc = ctl_error(c, CTL_FAIL, "internal: KSN");
-        goto exit;
-    }
-    ik_req.id_len = id_len;
-    cs_req.ca_cert = ca_cert;
-    cs_req.ca_cert_len = ca_cert_len;
-    cs_req.csr = csr;
-    cs_req.csr_len = csr_len;
-    snprintf(cs_req.serial, sizeof(cs_req.serial), "%s", pos[0]);
-    for (char *p = cs_req.serial; *p != '\0'; p++) {
-        *p = (*p >= 'a' && *p <= 'z') ? (char)(*p - 'a' + 'A') : *p;
-    }
-    cs_req.not_before = c->now;
-    cs_req.not_after = c->now + days * 86400;
+    req.ca_cert = ca_cert;
+    req.ca_cert_len = ca_cert_len;
+    req.csr = csr;
+    req.csr_len = csr_len;
+    req.trust_anchor = anchor;
+    req.trust_anchor_len = anchor_len;
+    memcpy(req.serial, serial, strlen(serial) + 1);
+    req.not_before = c->now;
+    req.not_after = c->now + days * 86400;
     rc = hsm_open(c, &hc);
     if (rc != CTL_OK) {
         goto exit;
     }
-    rc = hsm_client_dukpt_initial_key(&hc, &ik_req, &ik_resp);
-    if (rc == 0) {
-        rc = hsm_client_cert_sign(&hc, &cs_req, &cs_resp);
-        if (rc != 0) {
-            rc = hsm_error(c, rc, "certificate signing");
-        }
-    } else {
-        rc = hsm_error(c, rc, "initial key derivation");
-    }
+    rc = hsm_client_provision_terminal(&hc, &req, resp);
     hsm_client_close(&hc);
-    if (rc != CTL_OK) {
+    if (rc == HSM_STATUS_UNSUPPORTED) {
+        rc = ctl_error(c, CTL_USAGE, "terminal provision: not supported yet by mpos-hsmd");
         goto exit;
     }
-    if (sha256(cs_resp.cert, cs_resp.cert_len, fp) != MPOS_OK) {
-        rc = ctl_error(c, CTL_FAIL, "SHA-256 failed");
+    if (rc != 0) {
+        rc = hsm_error(c, rc, "terminal provision");
         goto exit;
     }
-    mpos_hex_encode(fp, sizeof(fp), fp_hex);
-    struct mpos_store_terminal_keys keys = {scheme, ksn, NULL, bdk_label, fp_hex};
-    rc = mpos_store_terminal_register_keys(c->st, pos[0], &keys, c->now);
+    /* What hsmd put in the bundle must be what the store registers. */
+    if ((bdk_alg != 0 && (resp->id_len != id_len || memcmp(resp->id, req.id, id_len) != 0)) ||
+        (bdk_alg == 0 && (resp->tmk.len == 0 || resp->kind != MPOS_PROVISION_TMK)) ||
+        resp->kcv_len == 0) {
+        rc = ctl_error(c, CTL_FAIL, "terminal provision: inconsistent answer from mpos-hsmd");
+        goto exit;
+    }
+    mpos_hex_encode(resp->cert_sha256, sizeof(resp->cert_sha256), fp_hex);
+    mpos_hex_encode(resp->kcv, resp->kcv_len, kcv_hex);
+    mpos_hex_encode(resp->cert_serial, sizeof(resp->cert_serial), cs_hex);
+    rc = mpos_store_begin(c->st);
+    if (rc == MPOS_OK && bdk_alg == 0) {
+        /* The TMK's block under the LMK, for the sign-on (mkwk.generate); one label per
+         * provisioning: the certificate's fingerprint is unique. */
+        snprintf(tmk_label, sizeof(tmk_label), "tmk:%.32s", fp_hex);
+        for (char *p = tmk_label; *p != '\0'; p++) {
+            *p = (*p >= 'A' && *p <= 'F') ? (char)(*p - 'A' + 'a') : *p;
+        }
+        rc = mpos_store_key_put(c->st, tmk_label, resp->tmk.text, kcv_hex, c->now);
+    }
+    if (rc == MPOS_OK) {
+        struct mpos_store_terminal_keys keys = {scheme, bdk_alg != 0 ? ksn : NULL,
+                                                bdk_alg != 0 ? NULL : kcv_hex,
+                                                bdk_alg != 0 ? bdk_label : tmk_label, fp_hex};
+        rc = mpos_store_terminal_register_keys(c->st, serial, &keys, c->now);
+    }
+    if (rc == MPOS_OK) {
+        rc = mpos_store_commit(c->st);
+    } else {
+        mpos_store_rollback(c->st);
+    }
+    if (rc == MPOS_STORE_STATE) {
+        rc = ctl_error(c, CTL_FAIL, "terminal %s cannot take keys in its state", serial);
+        goto exit;
+    }
     if (rc != MPOS_OK) {
         rc = ctl_store_error(c, rc, "terminal provision");
         goto exit;
     }
-    snprintf(name, sizeof(name), "%s.crt", cs_req.serial);
-    rc = write_file(c, out, name, cs_resp.cert, cs_resp.cert_len);
+    rc = write_file(c, out, name, resp->bundle, resp->bundle_len);
     if (rc == CTL_OK) {
-        snprintf(name, sizeof(name), "%s.tr31", cs_req.serial);
-        rc = write_file(c, out, name, ik_resp.block.text, ik_resp.block.len);
-    }
-    if (rc == CTL_OK) {
-        snprintf(name, sizeof(name), "%s.ksn", cs_req.serial);
-        snprintf(line, sizeof(line), "%s\n", ksn);
-        rc = write_file(c, out, name, line, strlen(line));
-    }
-    if (rc == CTL_OK) {
-        fprintf(c->out, "serial       %s\nscheme       %s\ninitial-ksn  %s\ncert-sha256  %s\n",
-                cs_req.serial, mpos_terminal_scheme_name(scheme), ksn, fp_hex);
+        fprintf(c->out, "serial       %s\nscheme       %s\n", serial,
+                mpos_terminal_scheme_name(scheme));
+        if (bdk_alg != 0) {
+            fprintf(c->out, "initial-ksn  %s\n", ksn);
+        } else {
+            fprintf(c->out, "tmk-kcv      %s\ntmk-label    %s\n", kcv_hex, tmk_label);
+        }
+        fprintf(c->out, "kcv          %s\ncert-sha256  %s\ncert-serial  %s\nbundle       %s\n",
+                kcv_hex, fp_hex, cs_hex, path);
     }
 exit:
     free(csr);
     free(ca_cert);
-    MPOS_WIPE_CTX(&ik_resp);
-    MPOS_WIPE_CTX(&cs_resp);
+    free(anchor);
+    if (resp != NULL) {
+        mpos_cleanse(resp, sizeof(*resp));
+        free(resp);
+    }
     return rc;
 }
 

@@ -61,9 +61,18 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    char cmd[128];
+    char cmd[1024];
+    const char *keep = getenv("MPOS_TEST_ARTIFACTS");
     mpos_store_close(f->st);
     mpos_crypto_clear(&f->cc);
+    /* With MPOS_TEST_ARTIFACTS set (ctest), the databases are kept there for the secret scan
+     * (tests/secret_scan.py). */
+    if (keep != NULL && keep[0] != '\0' && strchr(keep, '\'') == NULL) {
+        snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp -r '%s' '%s/'", keep, f->dir, keep);
+        if (system(cmd) != 0) {
+            return -1;
+        }
+    }
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     if (system(cmd) != 0) {
         return -1;

@@ -207,6 +207,40 @@ int harness_run(const char *hsmd_path, const char *const *args)
     return -1;
 }
 
+/* With MPOS_TEST_ARTIFACTS set (ctest), the audit log is kept there for the secret scan
+ * (tests/secret_scan.py): audit-<pid>-<n>.log. */
+static void keep_artifact(const char *src, const char *stem)
+{
+    static unsigned n;
+    const char *dir = getenv("MPOS_TEST_ARTIFACTS");
+    char dst[512], parent[512], buf[4096];
+    if (dir == NULL || dir[0] == '\0') {
+        return;
+    }
+    snprintf(parent, sizeof(parent), "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash != NULL && slash != parent) {
+        *slash = '\0';
+        (void)mkdir(parent, 0755);
+    }
+    (void)mkdir(dir, 0755);
+    snprintf(dst, sizeof(dst), "%s/%s-%ld-%u.log", dir, stem, (long)getpid(), n++);
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    int out = in < 0 ? -1 : open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ssize_t r;
+    while (out >= 0 && (r = read(in, buf, sizeof(buf))) > 0) {
+        if (write(out, buf, (size_t)r) != r) {
+            break;
+        }
+    }
+    if (in >= 0) {
+        close(in);
+    }
+    if (out >= 0) {
+        close(out);
+    }
+}
+
 void harness_cleanup(struct hsmd_harness *h)
 {
     if (h->pid > 0) {
@@ -215,6 +249,7 @@ void harness_cleanup(struct hsmd_harness *h)
     for (int r = 0; r < HARNESS_ROLES; r++) {
         unlink(h->sock[r]);
     }
+    keep_artifact(h->audit, "audit");
     unlink(h->audit);
     unlink(h->comps);
     rmdir(h->dir);

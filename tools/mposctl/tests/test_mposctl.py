@@ -17,6 +17,23 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 MPOSCTL = sys.argv[1]
+
+# With MPOS_TEST_ARTIFACTS set (ctest), the databases are written under it and kept for the
+# secret scan (tests/secret_scan.py) instead of in throw-away temporary directories.
+ARTIFACTS = os.environ.get("MPOS_TEST_ARTIFACTS")
+if ARTIFACTS:
+    import shutil
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    os.makedirs(ARTIFACTS)
+
+    class _KeptDirectory:
+        def __init__(self, prefix="tmp"):
+            self.name = tempfile.mkdtemp(prefix=prefix, dir=ARTIFACTS)
+
+        def cleanup(self):
+            pass
+
+    tempfile.TemporaryDirectory = _KeptDirectory
 CODE_RE = re.compile(r"^activation-code ([0-9A-HJKMNP-TV-Z]{4}(?:-[0-9A-HJKMNP-TV-Z]{4}){3})\n"
                      r"expires (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\n$")
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """mposctl against a real mpos-hsmd (label ops): hsm status, bdk create, key generate /
-export / import / list, ca create, terminal provision (also from two mposctl processes at
-once: every initial KSN unique, device IDs without gaps), and hsm init on a SoftHSM2 token
-followed by an mpos-hsmd that opens the LMK it wrote.
+export / import / list, ca create, terminal provision through provision.terminal (bundles
+for AES DUKPT, TDES DUKPT and TMK terminals, each opening only with its own device key;
+also from two mposctl processes at once: every initial KSN unique, device IDs without
+gaps), and hsm init on a SoftHSM2 token followed by an mpos-hsmd that opens the LMK it wrote.
 
-usage: test_mposctl_hsm.py MPOSCTL MPOS_HSMD MPOS_CRYPTO
-Exit 77 (skipped) when openssl or the SoftHSM2 tools are missing.
+usage: test_mposctl_hsm.py MPOSCTL MPOS_HSMD MPOS_CRYPTO MPOS_PROVISION_OPEN
+Exit 77 (skipped) when openssl or python3-cryptography is missing. With MPOS_TEST_ARTIFACTS
+set, every file (database, audit logs, bundles) is written under it and kept for the secret
+scan (tests/secret_scan.py).
 """
 import os
 import re
@@ -20,7 +23,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-MPOSCTL, HSMD, CRYPTO = sys.argv[1:4]
+MPOSCTL, HSMD, CRYPTO, OPEN = sys.argv[1:5]
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 COMPONENTS = ["0F1E2D3C4B5A69788796A5B4C3D2E1F00112233445566778899AABBCCDDEEFF0",
               "A5A5A5A55A5A5A5A3C3C3C3CC3C3C3C3966969966996699600FF00FFFF00FF00"]
@@ -80,13 +83,44 @@ def ctl(env, *args, check=0, stdin=""):
     return p.stdout if check == 0 else p.stderr
 
 
-def make_csr(tmp, serial):
+def make_csr(tmp, serial, subject=None):
+    """A P-256 device key and its PKCS#10 request (subject serialNumber=serial), made with
+    python3-cryptography as the terminal's key store would. Returns (csr path, private
+    scalar hex)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, subject or serial)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
     path = os.path.join(tmp, serial + ".csr")
-    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-                    os.path.join(tmp, serial + ".key"), "-subj", "/serialNumber=" + serial,
-                    "-outform", "DER", "-out", path], check=True, capture_output=True)
-    return path
+    with open(path, "wb") as f:
+        f.write(csr.public_bytes(serialization.Encoding.DER if len(serial) % 2 else
+                                 serialization.Encoding.PEM))
+    return path, "%064X" % key.private_numbers().private_value
+
+
+def ca_public_hex(ca_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    cert = x509.load_der_x509_certificate(open(ca_path, "rb").read())
+    return cert.public_key().public_bytes(serialization.Encoding.X962,
+                                          serialization.PublicFormat.UncompressedPoint).hex()
+
+
+def open_bundle(bundle, priv_hex, serial, ca_pub):
+    """mpos_provision_open as the terminal runs it: {'kind', 'id', 'kcv'} or None."""
+    p = subprocess.run([OPEN, "--key", priv_hex, "--serial", serial, "--ca-pub", ca_pub,
+                        "--bundle", bundle], capture_output=True, text=True, timeout=60)
+    if p.returncode == 1 and p.stdout.startswith("open: "):
+        return None
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    return dict(l.split(" ", 1) for l in p.stdout.splitlines())
+
+
+def fields(out):
+    return dict(l.split(None, 1) for l in out.splitlines())
 
 
 def test_keys_bdk_and_provisioning(tmp):
@@ -151,49 +185,106 @@ def test_keys_bdk_and_provisioning(tmp):
 
         outdir = os.path.join(tmp, "bundles")
         os.mkdir(outdir)
+        ca_pub = ca_public_hex(ca)
+        devkeys = {}
 
-        def provision(serial, bdk="bdk-aes"):
-            return ctl(env, "terminal", "provision", serial, "--bdk", bdk, "--transport-key",
-                       "tk-1", "--csr", make_csr(tmp, serial), "--ca-key", "ca-1", "--ca-cert",
-                       ca, "--out", outdir)
+        def provision(serial, scheme="dukpt-aes", bdk="bdk-aes", check=0, extra=()):
+            csr, devkeys[serial] = make_csr(tmp, serial)
+            args = ["terminal", "provision", "--serial", serial, "--scheme", scheme, "--csr", csr,
+                    "--ca-key", "ca-1", "--ca-cert", ca, "--out", outdir] + list(extra)
+            if bdk is not None:
+                args += ["--bdk", bdk]
+            return ctl(env, *args, check=check)
 
-        out = provision("T-1")
-        assert "initial-ksn  00A1B2C300000001" in out, out
-        crt = os.path.join(outdir, "T-1.crt")
-        text = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", crt, "-noout",
-                               "-subject", "-issuer", "-fingerprint", "-sha256"],
-                              capture_output=True, text=True, check=True).stdout
-        assert "serialNumber = T-1" in text and "openmpos test CA" in text, text
-        fp = re.search(r"Fingerprint=([0-9A-F:]+)", text).group(1).replace(":", "")
+        def opens(serial, key_of=None, as_serial=None):
+            return open_bundle(os.path.join(outdir, serial + ".bundle"),
+                               devkeys[key_of or serial], as_serial or serial, ca_pub)
+
+        # The shared transport key path is gone (T-UNIQ-1).
+        err = ctl(env, "terminal", "provision", "--serial", "X-1", "--transport-key", "tk-1",
+                  check=2)
+        assert "transport-key" in err, err
+
+        out = fields(provision("T-1", extra=["--trust-anchor", ca]))
+        assert out["initial-ksn"] == "00A1B2C300000001" and out["scheme"] == "aes-dukpt", out
+        assert re.match(r"^[0-9A-F]{10}$", out["kcv"]) and re.match(r"^[0-9A-F]{32}$",
+                                                                      out["cert-serial"]), out
+        bundle = open(os.path.join(outdir, "T-1.bundle"), "rb").read()
+        assert bundle[:1] == b"\xe1" and 1000 < len(bundle) <= 8192, len(bundle)
+        got = opens("T-1")
+        assert got == {"kind": "1", "id": "00A1B2C300000001", "kcv": out["kcv"]}, got
         show = ctl(env, "terminal", "show", "T-1")
-        assert "cert-sha256     " + fp in show and "initial-ksn     00A1B2C300000001" in show
-        assert open(os.path.join(outdir, "T-1.ksn")).read() == "00A1B2C300000001\n"
-        blk = open(os.path.join(outdir, "T-1.tr31")).read()
-        assert blk.startswith("D") and blk[5:7] == "B1" and "IK1400A1B2C300000001" in blk, blk
+        assert "cert-sha256     " + out["cert-sha256"] in show, show
+        assert "initial-ksn     00A1B2C300000001" in show and "state           provisioned" in show
+
+        # Case is kept (the serial is the HKDF salt); other characters are refused.
+        out = fields(provision("t-lower"))
+        assert out["serial"] == "t-lower" and opens("t-lower")["kcv"] == out["kcv"], out
+        assert "T-LOWER" not in ctl(env, "terminal", "list")
+        assert opens("t-lower", as_serial="T-LOWER") is None
+        for bad in ("T_1", "T 1", "T.1", "A" * 33, "\u00e9t\u00e9"):
+            err = ctl(env, "terminal", "provision", "--serial", bad, "--csr", ca, "--ca-key",
+                      "ca-1", "--ca-cert", ca, "--bdk", "bdk-aes", check=2)
+            assert "--serial" in err and "case-sensitive" in err, err
+        # A request for another serial is refused by mpos-hsmd, and no terminal is recorded.
+        csr, _ = make_csr(tmp, "W-1", subject="W-2")
+        assert "refused" in ctl(env, "terminal", "provision", "--serial", "W-1", "--csr", csr,
+                                "--ca-key", "ca-1", "--ca-cert", ca, "--bdk", "bdk-aes",
+                                "--out", outdir, check=1)
+        assert "W-1" not in ctl(env, "terminal", "list")
+
+        # TDES DUKPT and a TMK terminal (UnionPay master/working keys).
+        out = fields(provision("T-TDES", "dukpt-tdes", "bdk-tdes"))
+        assert out["initial-ksn"] == "FFFF9876540000A00000", out  # device 5, counter 0
+        assert opens("T-TDES") == {"kind": "2", "id": "FFFF9876540000A00000", "kcv": out["kcv"]}
+        assert "not a dukpt-aes BDK" in ctl(env, "terminal", "provision", "--serial", "T-X",
+                                            "--csr", csr, "--ca-key", "ca-1", "--ca-cert", ca,
+                                            "--bdk", "bdk-tdes", check=2)
+        out = fields(provision("M-1", "mkwk-tdes", None))
+        assert re.match(r"^[0-9A-F]{6}$", out["tmk-kcv"]) and out["kcv"] == out["tmk-kcv"], out
+        assert opens("M-1") == {"kind": "3", "id": "-", "kcv": out["tmk-kcv"]}
+        show = ctl(env, "terminal", "show", "M-1")
+        assert "tmk-kcv         " + out["tmk-kcv"] in show and "scheme          mkwk" in show
+        assert "key-label       " + out["tmk-label"] in show, show
+        assert re.search(r"^%s\s" % re.escape(out["tmk-label"]), ctl(env, "key", "list"), re.M)
+        assert "not supported yet" in ctl(env, "terminal", "provision", "--serial", "M-2",
+                                          "--scheme", "mkwk-sm4", "--csr", csr, "--ca-key",
+                                          "ca-1", "--ca-cert", ca, check=2)
 
         # Two mposctl processes at once, many times: unique KSNs, no gap.
         n = 10
+        serials = ["P-%02d" % i for i in range(2 * n)]
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda s: provision(s), ["P-%02d" % i for i in range(2 * n)]))
+            outs = list(pool.map(lambda s: fields(provision(s)), serials))
         rows = [l.split() for l in ctl(env, "terminal", "list").splitlines()[1:]]
         ksns = [r[5] for r in rows if r[4] == "aes-dukpt"]
-        assert len(ksns) == 2 * n + 1 and len(set(ksns)) == len(ksns), ksns
-        assert sorted(int(k[8:], 16) for k in ksns) == list(range(1, 2 * n + 2)), ksns
-
-        out = provision("T-TDES", "bdk-tdes")
-        assert "initial-ksn  FFFF9876540000A00000" in out, out  # device 5, counter 0
+        assert len(ksns) == 2 * n + 2 and len(set(ksns)) == len(ksns), ksns
+        # Device ID 3 was spent on W-1, whose request mpos-hsmd refused: never handed out again.
+        assert sorted(int(k[8:], 16) for k in ksns) == [i for i in range(1, 2 * n + 4)
+                                                        if i != 3], ksns
+        # Each bundle opens with its own device key only, and delivers the registered key.
+        for s, o in zip(serials, outs):
+            got = opens(s)
+            assert got == {"kind": "1", "id": o["initial-ksn"], "kcv": o["kcv"]}, (s, got, o)
+        assert len({o["kcv"] for o in outs}) == len(outs)
+        everyone = ["T-1", "t-lower", "T-TDES", "M-1"] + serials
+        for i, s in enumerate(everyone):
+            other = everyone[(i + 1) % len(everyone)]
+            assert opens(s, key_of=other) is None, (s, other)
+            assert opens(s, key_of=other, as_serial=other) is None, (s, other)
 
         # Not for a retired terminal; and no KSN spent on the refusal.
         ctl(env, "terminal", "retire", "P-00")
         before = ctl(env, "terminal", "list").count("aes-dukpt")
-        assert "retired" in ctl(env, "terminal", "provision", "P-00", "--bdk", "bdk-aes",
-                                "--transport-key", "tk-1", "--csr", make_csr(tmp, "P-00b"),
-                                "--ca-key", "ca-1", "--ca-cert", ca, "--out", outdir, check=1)
+        csr, _ = make_csr(tmp, "P-00b", subject="P-00")
+        assert "retired" in ctl(env, "terminal", "provision", "--serial", "P-00", "--bdk",
+                                "bdk-aes", "--csr", csr, "--ca-key", "ca-1", "--ca-cert", ca,
+                                "--out", tmp, check=1)
         con = sqlite3.connect(env["db"])
         n_alloc = con.execute("SELECT COUNT(*) FROM ksn_allocations").fetchone()[0]
         blocks = [r[0] for r in con.execute("SELECT key_block FROM keys")]
         con.close()
-        assert n_alloc == 2 * n + 2 and before == 2 * n + 1
+        assert n_alloc == 2 * n + 4 and before == 2 * n + 2, (n_alloc, before)
         assert all(b.startswith("D") for b in blocks)
         data = b"".join(open(env["db"] + s, "rb").read() for s in ("", "-wal")
                         if os.path.exists(env["db"] + s))
@@ -247,12 +338,25 @@ if __name__ == "__main__":
     if shutil.which("openssl") is None:
         print("openssl not installed: skipped")
         sys.exit(77)
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        print("python3-cryptography not installed: skipped")
+        sys.exit(77)
     tests = [test_keys_bdk_and_provisioning]
     if shutil.which("softhsm2-util") and os.path.exists(SOFTHSM_MODULE):
         tests.append(test_hsm_init_softhsm)
+    artifacts = os.environ.get("MPOS_TEST_ARTIFACTS")
+    if artifacts:
+        shutil.rmtree(artifacts, ignore_errors=True)
+        os.makedirs(artifacts)
     passed = failed = 0
-    for t in tests:
-        tmp = tempfile.mkdtemp(prefix="mposctl-hsm-")
+    for i, t in enumerate(tests):
+        if artifacts:
+            tmp = os.path.join(artifacts, "t%d" % i)  # short: socket paths
+            os.mkdir(tmp)
+        else:
+            tmp = tempfile.mkdtemp(prefix="mposctl-hsm-")
         os.chmod(tmp, 0o755)
         try:
             t(tmp)
@@ -263,6 +367,7 @@ if __name__ == "__main__":
             print("FAILED %s" % t.__name__)
             traceback.print_exc()
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not artifacts:
+                shutil.rmtree(tmp, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
