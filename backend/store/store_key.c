@@ -24,8 +24,9 @@ static int kcv_valid(const char *kcv)
     return 1;
 }
 
-/* A TR-31 version D key block: a valid header, then the encrypted key data and the MAC in
- * uppercase hex (whole AES blocks). Fills usage and algorithm from the header. */
+/* A TR-31 version D key block (with the extensions of MPOS_TR31_EXT_ALL): a valid header, then the
+ * encrypted key data and the MAC in uppercase hex (whole AES blocks). Fills usage and algorithm
+ * from the header. */
 static int key_block_check(const char *block, char usage[3], char *algorithm)
 {
     mpos_tr31_header hdr;
@@ -34,7 +35,9 @@ static int key_block_check(const char *block, char usage[3], char *algorithm)
     if (n == 0 || n > MPOS_STORE_KEYBLOCK_LEN) {
         return MPOS_ERR_FORMAT;
     }
-    rc = mpos_tr31_header_parse(block, n, MPOS_TR31_PARSE_BLOCK, &hdr);
+    /* Blocks under the LMK may use mpos-hsmd's storage extensions (mpos/tr31.h): algorithm '4'
+     * for SM4 keys (an SM4 TMK, key generate --algorithm sm4). */
+    rc = mpos_tr31_header_parse_ext(block, n, MPOS_TR31_PARSE_BLOCK, &hdr, MPOS_TR31_EXT_ALL);
     if (rc != MPOS_OK || hdr.version != 'D' || hdr.len >= n) {
         rc = MPOS_ERR_FORMAT;
         goto exit;

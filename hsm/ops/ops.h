@@ -497,8 +497,10 @@ enum hsm_provision_key {
  *     zero (MPOS_ERR_KSN otherwise), the key = X9.24-1-2009 IPEK, KS block.
  *   HSM_PROVISION_TMK: tmk_algorithm 'T' (or 0): a random 16-byte TDES TMK; the bundle carries
  *     it as usage K0, mode D with its check value in KC; resp->tmk holds it under the LMK
- *     (usage K0, mode B, exportability N) for hsm_op_mkwk_generate. HSM_ALG_SM4:
- *     MPOS_ERR_UNSUPPORTED (no TR-31 algorithm code in lib/tr31 yet). bdk and id not read.
+ *     (usage K0, mode B, exportability N) for hsm_op_mkwk_generate. HSM_ALG_SM4: a random
+ *     16-byte SM4 TMK, kind MPOS_PROVISION_TMK_SM4, carried as usage K0, algorithm '4'
+ *     (proprietary, MPOS_TR31_EXT_SM4), mode D, KC = its legacy SM4 check value; resp->tmk
+ *     likewise. Any other tmk_algorithm: MPOS_ERR_ARG. bdk and id not read.
  *
  * csr: PKCS#10, DER, or one PEM block "CERTIFICATE REQUEST" / "NEW CERTIFICATE REQUEST" (only
  * whitespace around it); its P-256 key must be valid and its subject serialNumber = serial.
@@ -514,7 +516,7 @@ struct hsm_provision_terminal_req {
     struct hsm_kb_in bdk;        /* HSM_PROVISION_DUKPT */
     uint8_t id[HSM_KSN_MAX_LEN]; /* HSM_PROVISION_DUKPT: AES initial key ID (8) / TDES KSN (10) */
     size_t id_len;
-    char tmk_algorithm; /* HSM_PROVISION_TMK: 'T' or 0 */
+    char tmk_algorithm; /* HSM_PROVISION_TMK: 'T' or 0 (TDES), HSM_ALG_SM4 */
     struct hsm_kb_in ca_key;
     const uint8_t *ca_cert; /* DER */
     size_t ca_cert_len;
@@ -531,11 +533,12 @@ struct hsm_provision_terminal_resp {
     size_t bundle_len;
     uint8_t cert_sha256[HSM_CERT_SHA256_LEN]; /* fingerprint of the device certificate */
     uint8_t cert_serial[HSM_CERT_SERIAL_LEN];
-    enum mpos_provision_kind kind; /* AES DUKPT, TDES DUKPT or TMK */
+    enum mpos_provision_kind kind; /* AES DUKPT, TDES DUKPT, TMK or SM4 TMK */
     uint8_t id[HSM_KSN_MAX_LEN];   /* DUKPT: the initial key ID / initial KSN to register */
     size_t id_len;
-    uint8_t kcv[HSM_KCV_LEN]; /* check value of the key in the bundle: AES CMAC 5 bytes, TDES
-                                 (IPEK, TMK) legacy 3 bytes; the TMK's is what mkwk registers */
+    uint8_t
+        kcv[HSM_KCV_LEN]; /* check value of the key in the bundle: AES CMAC 5 bytes, TDES
+                             (IPEK, TMK) and SM4 legacy 3 bytes; the TMK's is what mkwk registers */
     size_t kcv_len;
     struct hsm_kb_out tmk; /* HSM_PROVISION_TMK: the TMK under the LMK; else empty */
 };

@@ -166,18 +166,17 @@ static int initial_key(hsm_vault *v, const struct hsm_provision_terminal_req *re
     memset(&a, 0, sizeof(a));
     memset(pk, 0, sizeof(*pk));
     if (req->key == HSM_PROVISION_TMK) {
-        if (req->tmk_algorithm == HSM_ALG_SM4) {
-            rc = MPOS_ERR_UNSUPPORTED;
-            goto exit;
-        }
-        if (req->tmk_algorithm != 'T' && req->tmk_algorithm != '\0') {
+        if (req->tmk_algorithm != 'T' && req->tmk_algorithm != '\0' &&
+            req->tmk_algorithm != HSM_ALG_SM4) {
             rc = MPOS_ERR_ARG;
             goto exit;
         }
         /* A 2-key TDES TMK for the UnionPay sign-on (hsm_op_mkwk_generate: K0, mode E or B);
-         * the vault draws it with odd parity and K1 != K2 (SP 800-67r2 3.3). */
+         * the vault draws it with odd parity and K1 != K2 (SP 800-67r2 3.3). Or a 16-byte SM4
+         * TMK (GB/T 32907), carried in the bundle with the proprietary TR-31 algorithm '4'
+         * (lib/provision, MPOS_TR31_EXT_SM4). */
         memcpy(a.usage, "K0", 3);
-        a.algorithm = 'T';
+        a.algorithm = req->tmk_algorithm == HSM_ALG_SM4 ? HSM_ALG_SM4 : 'T';
         a.mode = 'B';
         a.exportability = 'N';
         rc = hsm_key_generate(v, &a, 16, &k);
@@ -187,7 +186,7 @@ static int initial_key(hsm_vault *v, const struct hsm_provision_terminal_req *re
         if (rc != MPOS_OK) {
             goto exit;
         }
-        pk->kind = MPOS_PROVISION_TMK;
+        pk->kind = a.algorithm == HSM_ALG_SM4 ? MPOS_PROVISION_TMK_SM4 : MPOS_PROVISION_TMK;
     } else if (req->key == HSM_PROVISION_DUKPT) {
         /* A BDK derives, nothing else (X9.143 6.3.3 mode X). */
         rc = ops_load(v, &req->bdk, usages_bdk, "AT", 'X', &bdk);
@@ -236,7 +235,7 @@ static int initial_key(hsm_vault *v, const struct hsm_provision_terminal_req *re
     }
     memcpy(pk->key, k.bytes, k.len);
     pk->key_len = k.len;
-    /* X9.24-1:2017 A.3 for AES, the legacy check value for TDES (ops_kcv). */
+    /* X9.24-1:2017 A.3 for AES, the legacy check value for TDES and SM4 (ops_kcv). */
     rc = ops_kcv(v, &k, resp->kcv, &resp->kcv_len);
     resp->kind = pk->kind;
 exit:

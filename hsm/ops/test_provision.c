@@ -469,13 +469,65 @@ static void test_provision_tmk(void **state)
                                          again.bundle_len, NULL, &out2),
                      MPOS_OK);
     assert_memory_not_equal(out.key, out2.key, 16);
-    /* SM4 TMKs cannot travel in lib/tr31 blocks yet. */
-    req.tmk_algorithm = HSM_ALG_SM4;
-    assert_int_equal(hsm_op_provision_terminal(&V, &req, &resp), MPOS_ERR_UNSUPPORTED);
+    /* Any other TMK algorithm is refused. */
     req.tmk_algorithm = 'A';
     assert_int_equal(hsm_op_provision_terminal(&V, &req, &resp), MPOS_ERR_ARG);
     mpos_provision_key_clear(&out);
     mpos_provision_key_clear(&out2);
+    mpos_cleanse(pik, sizeof(pik));
+}
+
+/* An SM4 TMK (--scheme mkwk-sm4): a TR-31 D block with the proprietary algorithm '4' under TK;
+ * it opens only in its own terminal, its KC and the response's check value are the legacy SM4
+ * check value of the delivered key, and the back end's copy under the LMK is the same key (a
+ * sign-on's working key decrypts with it). */
+static void test_provision_tmk_sm4(void **state)
+{
+    static struct hsm_provision_terminal_req req;
+    static struct hsm_provision_terminal_resp resp;
+    struct terminal t, other;
+    struct mpos_provision_key out, wrong;
+    struct hsm_mkwk_req mreq;
+    struct hsm_mkwk_resp mresp;
+    uint8_t kcv[3], pik[16];
+    (void)state;
+    keys();
+    terminal_make(&t, "SM-0001");
+    terminal_make(&other, "SM-0002");
+    request(&req, &t, HSM_PROVISION_TMK, NULL, NULL);
+    req.tmk_algorithm = HSM_ALG_SM4;
+    assert_int_equal(hsm_op_provision_terminal(&V, &req, &resp), MPOS_OK);
+    assert_int_equal(resp.kind, MPOS_PROVISION_TMK_SM4);
+    assert_int_equal(resp.id_len, 0);
+    assert_int_equal(resp.kcv_len, 3);
+    assert_true(resp.tmk.len > 0);
+    assert_int_equal(mpos_provision_open(&cc, t.priv, t.serial, ca_pub, resp.bundle,
+                                         resp.bundle_len, NULL, &out),
+                     MPOS_OK);
+    assert_int_equal(out.kind, MPOS_PROVISION_TMK_SM4);
+    assert_int_equal(out.key_len, 16);
+    assert_int_equal(out.kcv_len, 3);
+    assert_memory_equal(out.kcv, resp.kcv, 3);
+    /* Independently: GB/T 32907 E(K, 0^128), leftmost 3 bytes (X9.24-1:2017 A.2). */
+    assert_int_equal(
+        mpos_kcv_compute(&cc, MPOS_CIPHER_SM4, MPOS_KCV_LEGACY, out.key, 16, kcv, sizeof(kcv)),
+        MPOS_OK);
+    assert_memory_equal(kcv, resp.kcv, 3);
+    /* Another terminal's key (with this serial, or its own) opens nothing. */
+    assert_int_equal(mpos_provision_open(&cc, other.priv, t.serial, ca_pub, resp.bundle,
+                                         resp.bundle_len, NULL, &wrong),
+                     MPOS_ERR_VERIFY);
+    assert_int_not_equal(mpos_provision_open(&cc, other.priv, other.serial, ca_pub, resp.bundle,
+                                             resp.bundle_len, NULL, &wrong),
+                         MPOS_OK);
+    /* The back end's TMK block is the terminal's SM4 TMK. */
+    memset(&mreq, 0, sizeof(mreq));
+    mreq.tmk = in(&resp.tmk);
+    assert_int_equal(hsm_op_mkwk_generate(&V, &mreq, &mresp), MPOS_OK);
+    assert_int_equal(mpos_mkwk_unwrap(&cc, MPOS_CIPHER_SM4, out.key, out.key_len, mresp.pik.enc,
+                                      mresp.pik.enc_len, mresp.pik.kcv, HSM_MKWK_KCV_LEN, pik),
+                     MPOS_OK);
+    mpos_provision_key_clear(&out);
     mpos_cleanse(pik, sizeof(pik));
 }
 
@@ -736,9 +788,10 @@ static void test_provision_fleet(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_provision_aes),      cmocka_unit_test(test_provision_pem_and_256),
-        cmocka_unit_test(test_provision_tdes),     cmocka_unit_test(test_provision_tmk),
-        cmocka_unit_test(test_provision_refusals), cmocka_unit_test(test_provision_fleet),
+        cmocka_unit_test(test_provision_aes),     cmocka_unit_test(test_provision_pem_and_256),
+        cmocka_unit_test(test_provision_tdes),    cmocka_unit_test(test_provision_tmk),
+        cmocka_unit_test(test_provision_tmk_sm4), cmocka_unit_test(test_provision_refusals),
+        cmocka_unit_test(test_provision_fleet),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

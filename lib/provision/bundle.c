@@ -59,7 +59,7 @@ static int key_block_field_valid(const char *kb, size_t len)
 static int kind_valid(unsigned kind)
 {
     return kind == MPOS_PROVISION_AES_DUKPT || kind == MPOS_PROVISION_TDES_DUKPT ||
-           kind == MPOS_PROVISION_TMK;
+           kind == MPOS_PROVISION_TMK || kind == MPOS_PROVISION_TMK_SM4;
 }
 
 /* A field of one byte. */

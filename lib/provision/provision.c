@@ -110,9 +110,25 @@ static int kind_rule(enum mpos_provision_kind kind, struct kind_rule *r)
          * 6.3.6.7 KC: "00" (legacy method) then the KCV. */
         *r = (struct kind_rule){"K0", 'T', 'D', "KC", 2 + 2 * MPOS_PROVISION_KCV_LEN};
         return MPOS_OK;
+    case MPOS_PROVISION_TMK_SM4:
+        /* The same with the proprietary algorithm '4' (X9.143:2021 6.3.2 numeric codes;
+         * MPOS_TR31_EXT_SM4). */
+        *r = (struct kind_rule){"K0", MPOS_TR31_ALG_SM4, 'D', "KC", 2 + 2 * MPOS_PROVISION_KCV_LEN};
+        return MPOS_OK;
     default:
         return MPOS_ERR_ARG;
     }
+}
+
+/* The TMK's cipher; the TR-31 extensions its block needs (only an SM4 TMK's: '4'). */
+static enum mpos_cipher tmk_cipher(enum mpos_provision_kind kind)
+{
+    return kind == MPOS_PROVISION_TMK_SM4 ? MPOS_CIPHER_SM4 : MPOS_CIPHER_TDES;
+}
+
+static unsigned tr31_flags(enum mpos_provision_kind kind)
+{
+    return kind == MPOS_PROVISION_TMK_SM4 ? MPOS_TR31_EXT_SM4 : 0u;
 }
 
 int mpos_provision_key_wrap(mpos_crypto_ctx *cc, const uint8_t tk[MPOS_PROVISION_TK_LEN],
@@ -150,13 +166,13 @@ int mpos_provision_key_wrap(mpos_crypto_ctx *cc, const uint8_t tk[MPOS_PROVISION
         }
         mpos_hex_encode(key->id, TDES_KSN_LEN, data);
         break;
-    default: /* MPOS_PROVISION_TMK */
+    default: /* MPOS_PROVISION_TMK, MPOS_PROVISION_TMK_SM4 */
         if (key->key_len != TMK_LEN || key->id_len != 0) {
             goto exit;
         }
-        /* ANSI X9.24-1:2017 A.2 legacy check value: E(K, 0), leftmost 3 bytes. */
-        rc = mpos_kcv_compute(cc, MPOS_CIPHER_TDES, MPOS_KCV_LEGACY, key->key, key->key_len, kcv,
-                              sizeof(kcv));
+        /* ANSI X9.24-1:2017 A.2 legacy check value: E(K, 0), leftmost 3 bytes (TDES or SM4). */
+        rc = mpos_kcv_compute(cc, tmk_cipher(key->kind), MPOS_KCV_LEGACY, key->key, key->key_len,
+                              kcv, sizeof(kcv));
         if (rc != MPOS_OK) {
             goto exit;
         }
@@ -189,8 +205,8 @@ int mpos_provision_key_wrap(mpos_crypto_ctx *cc, const uint8_t tk[MPOS_PROVISION
         n += rule.opt_len;
         header[n] = '\0';
     }
-    rc = mpos_tr31_wrap(cc, tk, MPOS_PROVISION_TK_LEN, header, strlen(header), key->key,
-                        key->key_len, NULL, 0, block, cap, block_len);
+    rc = mpos_tr31_wrap_ext(cc, tk, MPOS_PROVISION_TK_LEN, header, strlen(header), key->key,
+                            key->key_len, NULL, 0, block, cap, block_len, tr31_flags(key->kind));
 exit:
     MPOS_WIPE_BUFFER(kcv);
     if (rc != MPOS_OK && block != NULL && cap > 0) {
@@ -264,8 +280,8 @@ int mpos_provision_key_unwrap(mpos_crypto_ctx *cc, const uint8_t tk[MPOS_PROVISI
     }
     /* X9.143:2021 7.3.2 / 7.4: decrypt, verify the MAC in constant time, only then release the
      * key (lib/tr31). Under another terminal's TK the MAC fails: MPOS_ERR_VERIFY. */
-    rc = mpos_tr31_unwrap(cc, tk, MPOS_PROVISION_TK_LEN, block, block_len, &hdr, key, sizeof(key),
-                          &key_len);
+    rc = mpos_tr31_unwrap_ext(cc, tk, MPOS_PROVISION_TK_LEN, block, block_len, &hdr, key,
+                              sizeof(key), &key_len, tr31_flags(kind));
     if (rc != MPOS_OK) {
         goto exit;
     }
@@ -294,7 +310,7 @@ int mpos_provision_key_unwrap(mpos_crypto_ctx *cc, const uint8_t tk[MPOS_PROVISI
             rc = MPOS_ERR_KSN;
         }
         break;
-    default: /* MPOS_PROVISION_TMK */
+    default: /* MPOS_PROVISION_TMK, MPOS_PROVISION_TMK_SM4 */
         if (key_len != TMK_LEN) {
             rc = MPOS_ERR_KEY;
             goto exit;
@@ -312,7 +328,7 @@ int mpos_provision_key_unwrap(mpos_crypto_ctx *cc, const uint8_t tk[MPOS_PROVISI
             rc = opt_hex(&hdr, &kcv_part, out->kcv, MPOS_PROVISION_KCV_LEN);
         }
         if (rc == MPOS_OK) {
-            rc = mpos_kcv_verify(cc, MPOS_CIPHER_TDES, MPOS_KCV_LEGACY, key, key_len, out->kcv,
+            rc = mpos_kcv_verify(cc, tmk_cipher(kind), MPOS_KCV_LEGACY, key, key_len, out->kcv,
                                  MPOS_PROVISION_KCV_LEN);
         }
         out->kcv_len = MPOS_PROVISION_KCV_LEN;

@@ -5,9 +5,9 @@
  *   mpos-provision-open --key DEVICE_PRIV_HEX --serial SERIAL --ca-pub CA_PUB_HEX --bundle FILE
  *
  * Output (exit 0): "kind N", "id HEX" (DUKPT: initial key ID / initial KSN; "-" for a TMK) and
- * "kcv HEX" (the delivered key's check value: CMAC 5 bytes for AES, legacy 3 bytes for TDES,
- * X9.24-1:2017 A.3), one per line. Exit 1 with "open: <error>" when the bundle does not open
- * (another terminal's key, another CA, a changed byte), 2 for a usage error. */
+ * "kcv HEX" (the delivered key's check value: CMAC 5 bytes for AES, legacy 3 bytes for TDES
+ * and SM4, X9.24-1:2017 A.3), one per line. Exit 1 with "open: <error>" when the bundle does not
+ * open (another terminal's key, another CA, a changed byte), 2 for a usage error. */
 #include <stdio.h>
 #include <string.h>
 
@@ -68,9 +68,11 @@ int main(int argc, char **argv)
         printf("open: %s\n", mpos_strerror(orc));
         goto exit;
     }
-    /* The check value of the delivered key: CMAC for AES, legacy for TDES (X9.24-1:2017 A.3). */
-    enum mpos_cipher cipher =
-        key.kind == MPOS_PROVISION_AES_DUKPT ? MPOS_CIPHER_AES : MPOS_CIPHER_TDES;
+    /* The check value of the delivered key: CMAC for AES, legacy for TDES and SM4
+     * (X9.24-1:2017 A.3). */
+    enum mpos_cipher cipher = key.kind == MPOS_PROVISION_AES_DUKPT ? MPOS_CIPHER_AES
+                              : key.kind == MPOS_PROVISION_TMK_SM4 ? MPOS_CIPHER_SM4
+                                                                   : MPOS_CIPHER_TDES;
     enum mpos_kcv_method method = mpos_kcv_default_method(cipher);
     kcv_len = mpos_kcv_default_len(method);
     if (mpos_kcv_compute(&cc, cipher, method, key.key, key.key_len, kcv, kcv_len) != MPOS_OK) {

@@ -446,6 +446,37 @@ static void test_key_wrap(void **state)
     tu_hex("08D7B4", want_kcv, 3);
     assert_memory_equal(out.kcv, want_kcv, 3);
     assert_int_equal(out.id_len, 0);
+    /* SM4 TMK: the proprietary algorithm '4' (MPOS_TR31_EXT_SM4), KC = its legacy SM4 check
+     * value; opened only as that kind, and only under its own TK. */
+    {
+        char sm4_block[MPOS_PROVISION_KEYBLOCK_MAX_LEN + 1];
+        size_t sm4_len = 0;
+        uint8_t sm4_kcv[3], other_tk[MPOS_PROVISION_TK_LEN];
+        k.kind = MPOS_PROVISION_TMK_SM4;
+        assert_int_equal(
+            mpos_provision_key_wrap(&cc, tk, &k, sm4_block, sizeof(sm4_block), &sm4_len), MPOS_OK);
+        assert_non_null(strstr(sm4_block, "K04D00N0200KC0C00"));
+        assert_int_equal(mpos_kcv_compute(&cc, MPOS_CIPHER_SM4, MPOS_KCV_LEGACY, k.key, 16, sm4_kcv,
+                                          sizeof(sm4_kcv)),
+                         MPOS_OK);
+        assert_int_equal(
+            mpos_provision_key_unwrap(&cc, tk, MPOS_PROVISION_TMK_SM4, sm4_block, sm4_len, &out),
+            MPOS_OK);
+        assert_int_equal(out.kind, MPOS_PROVISION_TMK_SM4);
+        assert_memory_equal(out.key, k.key, 16);
+        assert_memory_equal(out.kcv, sm4_kcv, 3);
+        assert_int_not_equal(
+            mpos_provision_key_unwrap(&cc, tk, MPOS_PROVISION_TMK, sm4_block, sm4_len, &out),
+            MPOS_OK);
+        assert_int_not_equal(
+            mpos_provision_key_unwrap(&cc, tk, MPOS_PROVISION_TMK_SM4, block, len, &out), MPOS_OK);
+        memcpy(other_tk, tk, sizeof(other_tk));
+        other_tk[0] ^= 1;
+        assert_int_equal(mpos_provision_key_unwrap(&cc, other_tk, MPOS_PROVISION_TMK_SM4, sm4_block,
+                                                   sm4_len, &out),
+                         MPOS_ERR_VERIFY);
+        k.kind = MPOS_PROVISION_TMK;
+    }
     /* Wrong lengths refused. */
     k.key_len = 24;
     assert_int_equal(mpos_provision_key_wrap(&cc, tk, &k, block, sizeof(block), &len),

@@ -27,20 +27,25 @@ static const char help_hsm_status[] =
     "counters.\n";
 
 static const char help_hsm_init[] =
-    "usage: mposctl hsm init --pkcs11-module SO --token-label LABEL --pin-file FILE\n"
-    "                        --lmk-wrapped FILE\n"
+    "usage: mposctl hsm init [--pkcs11-module SO] [--token-label LABEL] [--pin-file FILE]\n"
+    "                        [--lmk-wrapped FILE]\n"
     "Creates a new LMK: generates it in locked memory, creates the token's non-extractable\n"
     "wrapping key (mpos-lmk-kek) if missing, and writes the LMK wrapped by the token to\n"
     "--lmk-wrapped (mode 0600; an existing file is never overwritten). Prints the LMK check\n"
-    "value. The token PIN is read from --pin-file (no group or other permissions).\n";
+    "value. The token PIN is read from --pin-file (no group or other permissions).\n"
+    "Each option defaults to the [lmk] key of the --config file that mpos-hsmd reads too:\n"
+    "pkcs11_module, token_label, pin_file, wrapped; one missing from both is an error.\n";
 
 static const char help_bdk_create[] =
-    "usage: mposctl bdk create --label LABEL --algorithm aes|tdes [--length BYTES]\n"
+    "usage: mposctl bdk create --type aes128|aes192|aes256|2tdea|3tdea [--label LABEL]\n"
     "                          [--key-set-id HEX] [--first-device N] [--exportable]\n"
     "Generates a DUKPT base derivation key in mpos-hsmd (usage B0), stores its key block\n"
-    "under the LMK and creates its KSN allocator, in one transaction.\n"
-    "  --algorithm      aes: AES DUKPT (X9.24-3), --length 16, 24 or 32 (default 16);\n"
-    "                   tdes: TDES DUKPT (X9.24-1), --length 16 or 24 (default 16)\n"
+    "under the LMK and creates its KSN allocator, in one transaction. Prints its label,\n"
+    "type, check value (never the key), scheme and key set ID.\n"
+    "  --type           aes128, aes192, aes256: AES DUKPT (X9.24-3) with a 16, 24 or 32-byte\n"
+    "                   BDK; 2tdea, 3tdea: TDES DUKPT (X9.24-1) with a 16 or 24-byte BDK\n"
+    "                   (--algorithm aes|tdes [--length BYTES] is accepted instead)\n"
+    "  --label LABEL    1 to 64 of [a-z0-9._:-]; default bdk-TYPE-N, N the first free number\n"
     "  --key-set-id HEX aes: the 4-byte BDK ID (8 hex); tdes: the 5-byte key set ID (10 hex);\n"
     "                   default random\n"
     "  --first-device N first derivation ID (aes) or device ID (tdes) handed out (default 1)\n"
@@ -72,15 +77,17 @@ static const char help_key_export[] =
     "block: N, so the receiver cannot pass it on). Prints the block, then its KCV.\n";
 
 static const char help_ca_create[] =
-    "usage: mposctl ca create --key LABEL --cn NAME --out FILE [--validity DAYS]\n"
+    "usage: mposctl ca create --key LABEL --cn NAME [--out FILE] [--validity DAYS]\n"
     "Has mpos-hsmd issue the manufacturer CA's self-signed certificate (X.509 v3, DER,\n"
     "ECDSA P-256 with SHA-256; CA:TRUE, pathlen 0) for an S1/S0 EC key in the database\n"
-    "(mposctl key generate --usage S1 --algorithm ec). Writes it to FILE (not overwritten)\n"
-    "and prints its SHA-256 fingerprint. --validity: 1 to 7300 days (default 3650).\n";
+    "(mposctl key generate --usage S1 --algorithm ec). Keeps it beside the database as\n"
+    "DB-ca/LABEL.der (what terminal provision uses by default), also writes it to FILE (not\n"
+    "overwritten), and prints its SHA-256 fingerprint. --validity: 1 to 7300 days (default\n"
+    "3650).\n";
 
 static const char help_provision[] =
-    "usage: mposctl terminal provision --serial SERIAL [--scheme SCHEME] --csr FILE\n"
-    "                                  --ca-key LABEL --ca-cert FILE [--bdk LABEL]\n"
+    "usage: mposctl terminal provision --serial SERIAL [--scheme SCHEME] [--csr FILE]\n"
+    "                                  [--ca-key LABEL] [--ca-cert FILE] [--bdk LABEL]\n"
     "                                  [--trust-anchor FILE] [--out DIR] [--validity DAYS]\n"
     "Provisions one terminal (T-UNIQ-1, docs/provisioning.md): allocates its unique initial\n"
     "KSN from the BDK's allocator (DUKPT), then one mpos-hsmd command signs its certificate\n"
@@ -89,15 +96,20 @@ static const char help_provision[] =
     "the terminal (state provisioned): KSN or TMK check value and key block, certificate\n"
     "fingerprint. Writes the bundle to DIR/SERIAL.bundle (never overwritten).\n"
     "  --serial SERIAL    1 to 32 of A-Z a-z 0-9 '-', exactly as in the request (case matters)\n"
-    "  --scheme SCHEME    dukpt-aes (default), dukpt-tdes (both need --bdk), mkwk-tdes;\n"
-    "                     mkwk-sm4 is not supported yet\n"
+    "  --scheme SCHEME    dukpt-aes (default), dukpt-tdes, mkwk-tdes (2-key TDES TMK) or\n"
+    "                     mkwk-sm4 (SM4 TMK, a TR-31 block with the proprietary algorithm 4)\n"
     "  --csr FILE         the terminal's PKCS#10 request, DER or PEM (P-256, subject\n"
-    "                     serialNumber=SERIAL)\n"
-    "  --ca-key LABEL     the manufacturer CA key (S1/S0, ec); --ca-cert FILE its certificate\n"
+    "                     serialNumber=SERIAL); default DIR/SERIAL.csr, then ./SERIAL.csr\n"
+    "  --ca-key LABEL     the manufacturer CA key (S1/S0, ec); default: the one CA key with a\n"
+    "                     certificate from mposctl ca create (an error if not exactly one)\n"
+    "  --ca-cert FILE     its certificate; default: the one ca create kept (DB-ca/LABEL.der)\n"
+    "  --bdk LABEL        DUKPT only: the BDK; default the newest B0 key of the scheme's\n"
+    "                     algorithm (AES for dukpt-aes, TDES for dukpt-tdes)\n"
     "  --trust-anchor F   the back end's TLS trust anchor (DER certificate) for the bundle\n"
     "  --out DIR          where to write the bundle (default: the current directory)\n"
     "  --validity DAYS    certificate validity, 1 to 3650 (default 365)\n"
-    "Output: serial, scheme, initial-ksn or tmk-kcv, kcv, cert-sha256, cert-serial, bundle.\n";
+    "Output: serial, scheme, bdk or tmk-algorithm, ca-key, initial-ksn or tmk-kcv and\n"
+    "tmk-label, kcv, cert-sha256, cert-serial, bundle.\n";
 
 #if !defined(MPOSCTL_HAVE_HSM) || !defined(MPOSCTL_HAVE_VAULT)
 static int no_hsm(struct ctl *c)
@@ -522,22 +534,62 @@ exit:
     return rc;
 }
 
+static const struct {
+    const char *name;
+    char algorithm;
+    size_t len;
+} bdk_types[] = {{"aes128", 'A', 16},
+                 {"aes192", 'A', 24},
+                 {"aes256", 'A', 32},
+                 {"2tdea", 'T', 16},
+                 {"3tdea", 'T', 24}};
+
+/* The type name of a BDK of this algorithm and length. */
+static const char *bdk_type_name(char algorithm, size_t len)
+{
+    for (size_t i = 0; i < CTL_NOPTS(bdk_types); i++) {
+        if (bdk_types[i].algorithm == algorithm && bdk_types[i].len == len) {
+            return bdk_types[i].name;
+        }
+    }
+    return "?";
+}
+
+/* The first free default label bdk-TYPE-N (N >= 1). */
+static int bdk_default_label(struct ctl *c, const char *type, char *label, size_t cap)
+{
+    for (int n = 1; n < 100000; n++) {
+        struct mpos_store_key k;
+        snprintf(label, cap, "bdk-%s-%d", type, n);
+        int rc = mpos_store_key_get(c->st, label, &k);
+        if (rc == MPOS_STORE_NOT_FOUND) {
+            return CTL_OK;
+        }
+        if (rc != MPOS_OK) {
+            return ctl_store_error(c, rc, "key");
+        }
+    }
+    return ctl_error(c, CTL_FAIL, "no free label bdk-%s-N: give --label", type);
+}
+
 static int bdk_create(struct ctl *c, int argc, char **argv)
 {
-    struct ctl_opt opts[] = {{"label", 1, NULL},        {"algorithm", 1, NULL},
-                             {"length", 1, NULL},       {"key-set-id", 1, NULL},
-                             {"first-device", 1, NULL}, {"exportable", 0, NULL}};
+    struct ctl_opt opts[] = {{"type", 1, NULL},       {"label", 1, NULL},
+                             {"algorithm", 1, NULL},  {"length", 1, NULL},
+                             {"key-set-id", 1, NULL}, {"first-device", 1, NULL},
+                             {"exportable", 0, NULL}};
     struct hsm_generate_bdk_req req;
     struct hsm_generate_key_resp resp;
     enum mpos_terminal_scheme scheme = MPOS_SCHEME_AES_DUKPT;
     uint8_t ksi[5];
-    char ksi_hex[11], kcv[2 * HSM_KCV_LEN + 1];
+    char ksi_hex[11], kcv[2 * HSM_KCV_LEN + 1], auto_label[MPOS_STORE_LABEL_LEN + 1];
     int64_t first = 1, n = 0;
     hsm_client hc;
     int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_bdk_create);
     if (rc != CTL_OK) {
         return rc;
     }
+    const char *type = ctl_get(opts, CTL_NOPTS(opts), "type");
     const char *label = ctl_get(opts, CTL_NOPTS(opts), "label");
     const char *alg = ctl_get(opts, CTL_NOPTS(opts), "algorithm");
     const char *length = ctl_get(opts, CTL_NOPTS(opts), "length");
@@ -545,24 +597,47 @@ static int bdk_create(struct ctl *c, int argc, char **argv)
     const char *first_arg = ctl_get(opts, CTL_NOPTS(opts), "first-device");
     memset(&req, 0, sizeof(req));
     memset(&resp, 0, sizeof(resp));
-    if (label == NULL || alg == NULL) {
-        return ctl_error(c, CTL_USAGE, "missing --label or --algorithm (try --help)");
+    if (type != NULL && (alg != NULL || length != NULL)) {
+        return ctl_error(c, CTL_USAGE, "--type or --algorithm/--length, not both");
     }
-    if (strcmp(alg, "aes") == 0) {
-        req.algorithm = 'A';
-    } else if (strcmp(alg, "tdes") == 0) {
-        req.algorithm = 'T';
-        scheme = MPOS_SCHEME_TDES_DUKPT;
-    } else {
-        return ctl_error(c, CTL_USAGE, "--algorithm: aes or tdes");
+    if (type == NULL && alg == NULL) {
+        return ctl_error(c, CTL_USAGE,
+                         "missing --type aes128|aes192|aes256|2tdea|3tdea (try --help)");
     }
-    req.key_len = 16;
-    if (length != NULL) {
-        if (strcmp(length, "16") != 0 && strcmp(length, "24") != 0 &&
-            (strcmp(length, "32") != 0 || req.algorithm != 'A')) {
-            return ctl_error(c, CTL_USAGE, "--length: 16, 24 or 32 (aes); 16 or 24 (tdes)");
+    if (type != NULL) {
+        size_t i = 0;
+        while (i < CTL_NOPTS(bdk_types) && strcmp(type, bdk_types[i].name) != 0) {
+            i++;
         }
-        req.key_len = (size_t)atoi(length);
+        if (i == CTL_NOPTS(bdk_types)) {
+            return ctl_error(c, CTL_USAGE, "--type: aes128, aes192, aes256, 2tdea or 3tdea");
+        }
+        req.algorithm = bdk_types[i].algorithm;
+        req.key_len = bdk_types[i].len;
+    } else {
+        /* The older spelling: --algorithm aes|tdes [--length 16|24|32]. */
+        if (strcmp(alg, "aes") == 0) {
+            req.algorithm = 'A';
+        } else if (strcmp(alg, "tdes") == 0) {
+            req.algorithm = 'T';
+        } else {
+            return ctl_error(c, CTL_USAGE, "--algorithm: aes or tdes");
+        }
+        req.key_len = 16;
+        if (length != NULL) {
+            if (strcmp(length, "16") != 0 && strcmp(length, "24") != 0 &&
+                (strcmp(length, "32") != 0 || req.algorithm != 'A')) {
+                return ctl_error(c, CTL_USAGE, "--length: 16, 24 or 32 (aes); 16 or 24 (tdes)");
+            }
+            req.key_len = (size_t)atoi(length);
+        }
+    }
+    if (req.algorithm == 'T') {
+        scheme = MPOS_SCHEME_TDES_DUKPT;
+    }
+    const char *type_name = bdk_type_name(req.algorithm, req.key_len);
+    if (label != NULL && !mpos_store_label_valid(label)) {
+        return ctl_error(c, CTL_USAGE, "--label: 1 to 64 of [a-z0-9._:-]");
     }
     req.exportability = ctl_get(opts, CTL_NOPTS(opts), "exportable") != NULL ? 'E' : 'N';
     size_t ksi_len = scheme == MPOS_SCHEME_AES_DUKPT ? 4 : 5;
@@ -585,7 +660,8 @@ static int bdk_create(struct ctl *c, int argc, char **argv)
     }
     rc = ctl_open_store(c, 0, 0);
     if (rc == CTL_OK) {
-        rc = label_free(c, label);
+        rc = label != NULL ? label_free(c, label)
+                           : bdk_default_label(c, type_name, auto_label, sizeof(auto_label));
     }
     if (rc == CTL_OK) {
         rc = hsm_open(c, &hc);
@@ -600,18 +676,35 @@ static int bdk_create(struct ctl *c, int argc, char **argv)
         goto exit;
     }
     mpos_hex_encode(resp.kcv, resp.kcv_len, kcv);
-    /* The key block and its allocator together, or neither. */
-    rc = mpos_store_begin(c->st);
-    if (rc == MPOS_OK) {
-        rc = mpos_store_key_put(c->st, label, resp.key.text, kcv, c->now);
+    /* The key block and its allocator together, or neither. A default label taken by another
+     * mposctl meanwhile: the next free one. */
+    for (int attempt = 0;; attempt++) {
+        const char *l = label != NULL ? label : auto_label;
+        struct mpos_store_key taken;
+        rc = mpos_store_begin(c->st);
+        if (rc == MPOS_OK) {
+            rc = mpos_store_key_put(c->st, l, resp.key.text, kcv, c->now);
+        }
+        if (rc == MPOS_OK) {
+            rc = mpos_store_ksn_allocator_create(c->st, scheme, ksi_hex, l, first, c->now);
+        }
+        if (rc == MPOS_OK) {
+            rc = mpos_store_commit(c->st);
+        } else {
+            mpos_store_rollback(c->st);
+        }
+        if (rc == MPOS_STORE_EXISTS && label == NULL && attempt < 20 &&
+            mpos_store_key_get(c->st, l, &taken) == MPOS_OK) {
+            rc = bdk_default_label(c, type_name, auto_label, sizeof(auto_label));
+            if (rc != CTL_OK) {
+                goto exit;
+            }
+            continue;
+        }
+        break;
     }
-    if (rc == MPOS_OK) {
-        rc = mpos_store_ksn_allocator_create(c->st, scheme, ksi_hex, label, first, c->now);
-    }
-    if (rc == MPOS_OK) {
-        rc = mpos_store_commit(c->st);
-    } else {
-        mpos_store_rollback(c->st);
+    if (label == NULL) {
+        label = auto_label;
     }
     if (rc == MPOS_STORE_EXISTS) {
         rc = ctl_error(c, CTL_FAIL, "key set ID %s or label %s already in use", ksi_hex, label);
@@ -621,8 +714,9 @@ static int bdk_create(struct ctl *c, int argc, char **argv)
         rc = ctl_store_error(c, rc, "bdk create");
         goto exit;
     }
-    fprintf(c->out, "label       %s\nkcv         %s\nscheme      %s\nkey-set-id  %s\n", label, kcv,
-            mpos_terminal_scheme_name(scheme), ksi_hex);
+    fprintf(c->out,
+            "label       %s\ntype        %s\nkcv         %s\nscheme      %s\nkey-set-id  %s\n",
+            label, type_name, kcv, mpos_terminal_scheme_name(scheme), ksi_hex);
     rc = CTL_OK;
 exit:
     MPOS_WIPE_CTX(&resp);
@@ -635,7 +729,8 @@ static const struct {
     char bdk_algorithm; /* DUKPT: the BDK's TR-31 algorithm; 0: a TMK terminal */
 } provision_schemes[] = {{"dukpt-aes", MPOS_SCHEME_AES_DUKPT, 'A'},
                          {"dukpt-tdes", MPOS_SCHEME_TDES_DUKPT, 'T'},
-                         {"mkwk-tdes", MPOS_SCHEME_MKWK, 0}};
+                         {"mkwk-tdes", MPOS_SCHEME_MKWK, 0},
+                         {"mkwk-sm4", MPOS_SCHEME_MKWK, 0}};
 
 /* A file for the request, at most max bytes; NULL/0 when path is NULL. */
 static int read_opt_file(struct ctl *c, const char *path, uint8_t **out, size_t *len, size_t max)
@@ -643,6 +738,146 @@ static int read_opt_file(struct ctl *c, const char *path, uint8_t **out, size_t 
     *out = NULL;
     *len = 0;
     return path == NULL ? CTL_OK : read_file(c, path, out, len, max);
+}
+
+/* Where ca create keeps a copy of each CA certificate it issues, for terminal provision:
+ * DB-ca/LABEL.der beside the database DB. */
+static int ca_cert_path(struct ctl *c, const char *label, char *path, size_t cap)
+{
+    if ((size_t)snprintf(path, cap, "%s-ca/%s.der", c->db, label) >= cap) {
+        return ctl_error(c, CTL_USAGE, "--db: path too long");
+    }
+    return CTL_OK;
+}
+
+/* --csr default: OUT/SERIAL.csr, then ./SERIAL.csr (the terminal emits SERIAL.csr). */
+static int default_csr(struct ctl *c, const char *out, const char *serial, char *path, size_t cap)
+{
+    if ((size_t)snprintf(path, cap, "%s/%s.csr", out, serial) >= cap) {
+        return ctl_error(c, CTL_USAGE, "--out: path too long");
+    }
+    if (access(path, R_OK) == 0) {
+        return CTL_OK;
+    }
+    snprintf(path, cap, "./%s.csr", serial);
+    if (access(path, R_OK) == 0) {
+        return CTL_OK;
+    }
+    return ctl_error(c, CTL_FAIL,
+                     "no certificate request %s/%s.csr or ./%s.csr (the terminal emits it): "
+                     "give --csr FILE",
+                     out, serial, serial);
+}
+
+struct ca_scan {
+    struct ctl *c;
+    int need_cert; /* only keys with a certificate stored by ca create */
+    int count;
+    char label[MPOS_STORE_LABEL_LEN + 1];
+};
+
+static int ca_scan_key(void *ctx, const struct mpos_store_key *k)
+{
+    struct ca_scan *s = ctx;
+    char path[CTL_PATH_MAX];
+    if (k->algorithm != 'E' || (strcmp(k->usage, "S1") != 0 && strcmp(k->usage, "S0") != 0)) {
+        return 0;
+    }
+    if (s->need_cert &&
+        ((size_t)snprintf(path, sizeof(path), "%s-ca/%s.der", s->c->db, k->label) >= sizeof(path) ||
+         access(path, R_OK) != 0)) {
+        return 0;
+    }
+    s->count++;
+    snprintf(s->label, sizeof(s->label), "%s", k->label);
+    return 0;
+}
+
+/* --ca-key default: the one CA key (S1/S0, ec) of the database with a certificate from ca
+ * create (with --ca-cert given: the one CA key); --ca-cert default: that key's certificate. */
+static int default_ca(struct ctl *c, const char **label, char *label_buf, const char **cert,
+                      char *cert_buf, size_t cap)
+{
+    if (*label == NULL) {
+        struct ca_scan s = {c, *cert == NULL, 0, ""};
+        int rc = mpos_store_key_list(c->st, ca_scan_key, &s);
+        if (rc != MPOS_OK) {
+            return ctl_store_error(c, rc, "key list");
+        }
+        if (s.count != 1) {
+            return ctl_error(c, CTL_USAGE,
+                             s.count == 0 ? "no manufacturer CA in the database (mposctl ca "
+                                            "create): give --ca-key LABEL and --ca-cert FILE"
+                                          : "%d manufacturer CA keys in the database: give "
+                                            "--ca-key LABEL",
+                             s.count);
+        }
+        memcpy(label_buf, s.label, sizeof(s.label));
+        *label = label_buf;
+    }
+    if (*cert == NULL) {
+        if (!mpos_store_label_valid(*label)) {
+            return ctl_error(c, CTL_USAGE, "--ca-key: a key label ([a-z0-9._:-], 1 to 64)");
+        }
+        int rc = ca_cert_path(c, *label, cert_buf, cap);
+        if (rc != CTL_OK) {
+            return rc;
+        }
+        if (access(cert_buf, R_OK) != 0) {
+            return ctl_error(c, CTL_USAGE,
+                             "no certificate of CA key %s from mposctl ca create: give --ca-cert "
+                             "FILE",
+                             *label);
+        }
+        *cert = cert_buf;
+    }
+    return CTL_OK;
+}
+
+struct bdk_scan {
+    char algorithm;
+    int64_t newest;
+    int ties;
+    char label[MPOS_STORE_LABEL_LEN + 1];
+};
+
+static int bdk_scan_key(void *ctx, const struct mpos_store_key *k)
+{
+    struct bdk_scan *s = ctx;
+    if (strcmp(k->usage, "B0") != 0 || k->algorithm != s->algorithm) {
+        return 0;
+    }
+    if (s->label[0] == '\0' || k->created_at > s->newest) {
+        s->newest = k->created_at;
+        s->ties = 1;
+        snprintf(s->label, sizeof(s->label), "%s", k->label);
+    } else if (k->created_at == s->newest) {
+        s->ties++;
+    }
+    return 0;
+}
+
+/* --bdk default: the newest BDK (usage B0) of the scheme's algorithm. */
+static int default_bdk(struct ctl *c, char algorithm, const char *scheme,
+                       char label[MPOS_STORE_LABEL_LEN + 1])
+{
+    struct bdk_scan s = {algorithm, 0, 0, ""};
+    int rc = mpos_store_key_list(c->st, bdk_scan_key, &s);
+    if (rc != MPOS_OK) {
+        return ctl_store_error(c, rc, "key list");
+    }
+    if (s.label[0] == '\0') {
+        return ctl_error(c, CTL_FAIL, "no %s BDK in the database (mposctl bdk create --type %s)",
+                         algorithm == 'A' ? "AES" : "TDES", algorithm == 'A' ? "aes128" : "2tdea");
+    }
+    if (s.ties > 1) {
+        return ctl_error(c, CTL_USAGE,
+                         "%d newest BDKs for %s created in the same second: give "
+                         "--bdk LABEL",
+                         s.ties, scheme);
+    }
+    memcpy(label, s.label, sizeof(s.label));
+    return CTL_OK;
 }
 
 static int provision(struct ctl *c, int argc, char **argv)
@@ -658,7 +893,8 @@ static int provision(struct ctl *c, int argc, char **argv)
     size_t csr_len = 0, ca_cert_len = 0, anchor_len = 0, id_len = 0, si = 0;
     char ksn[MPOS_STORE_KSN_HEX_LEN + 1] = "", fp_hex[65], kcv_hex[2 * HSM_KCV_LEN + 1];
     char cs_hex[2 * HSM_CERT_SERIAL_LEN + 1], tmk_label[MPOS_STORE_LABEL_LEN + 1] = "";
-    char name[64], path[CTL_PATH_MAX];
+    char name[64], path[CTL_PATH_MAX], csr_path[CTL_PATH_MAX], ca_path[CTL_PATH_MAX];
+    char ca_label_buf[MPOS_STORE_LABEL_LEN + 1], bdk_label_buf[MPOS_STORE_LABEL_LEN + 1];
     int64_t days = 365;
     hsm_client hc;
     int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_provision);
@@ -678,33 +914,25 @@ static int provision(struct ctl *c, int argc, char **argv)
     if (scheme_arg == NULL) {
         scheme_arg = "dukpt-aes";
     }
-    if (strcmp(scheme_arg, "mkwk-sm4") == 0) {
-        return ctl_error(c, CTL_USAGE,
-                         "--scheme mkwk-sm4: not supported yet (no SM4 TMK in a provisioning "
-                         "bundle)");
-    }
     for (si = 0; si < CTL_NOPTS(provision_schemes); si++) {
         if (strcmp(scheme_arg, provision_schemes[si].name) == 0) {
             break;
         }
     }
     if (si == CTL_NOPTS(provision_schemes)) {
-        return ctl_error(c, CTL_USAGE, "--scheme: dukpt-aes, dukpt-tdes or mkwk-tdes");
+        return ctl_error(c, CTL_USAGE, "--scheme: dukpt-aes, dukpt-tdes, mkwk-tdes or mkwk-sm4");
     }
     const enum mpos_terminal_scheme scheme = provision_schemes[si].scheme;
     const char bdk_alg = provision_schemes[si].bdk_algorithm;
-    if (serial == NULL || csr_file == NULL || ca_label == NULL || ca_file == NULL) {
-        return ctl_error(c, CTL_USAGE,
-                         "missing --serial, --csr, --ca-key or --ca-cert (try --help)");
+    const char tmk_alg = strcmp(scheme_arg, "mkwk-sm4") == 0 ? HSM_ALG_SM4 : 'T';
+    if (serial == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing --serial (try --help)");
     }
     /* The serial is the HKDF salt of the transport key and is compared byte for byte by the
      * terminal: taken as given, never case-folded (docs/provisioning.md). */
     if (!mpos_provision_serial_valid(serial) || !mpos_store_serial_valid(serial)) {
         return ctl_error(c, CTL_USAGE,
                          "--serial: 1 to 32 of A-Z a-z 0-9 '-' (case-sensitive, used as given)");
-    }
-    if (bdk_alg != 0 && bdk_label == NULL) {
-        return ctl_error(c, CTL_USAGE, "--scheme %s needs --bdk LABEL", scheme_arg);
     }
     if (bdk_alg == 0 && bdk_label != NULL) {
         return ctl_error(c, CTL_USAGE, "--bdk: only for a DUKPT scheme");
@@ -724,6 +952,19 @@ static int provision(struct ctl *c, int argc, char **argv)
         return ctl_error(c, CTL_FAIL, "%s already exists", path);
     }
     rc = ctl_open_store(c, 0, 0);
+    /* The defaults: the terminal's request where it left it, the manufacturer CA the store
+     * knows, the newest BDK of the scheme. */
+    if (rc == CTL_OK && csr_file == NULL) {
+        rc = default_csr(c, out, serial, csr_path, sizeof(csr_path));
+        csr_file = csr_path;
+    }
+    if (rc == CTL_OK && (ca_label == NULL || ca_file == NULL)) {
+        rc = default_ca(c, &ca_label, ca_label_buf, &ca_file, ca_path, sizeof(ca_path));
+    }
+    if (rc == CTL_OK && bdk_alg != 0 && bdk_label == NULL) {
+        rc = default_bdk(c, bdk_alg, scheme_arg, bdk_label_buf);
+        bdk_label = bdk_label_buf;
+    }
     if (rc == CTL_OK && bdk_alg != 0) {
         rc = load_block(c, "bdk", bdk_label, &bdk, &req.bdk);
         if (rc == CTL_OK && bdk.algorithm != bdk_alg) {
@@ -778,7 +1019,7 @@ static int provision(struct ctl *c, int argc, char **argv)
         req.id_len = id_len;
     } else {
         req.key = HSM_PROVISION_TMK;
-        req.tmk_algorithm = 'T';
+        req.tmk_algorithm = tmk_alg;
     }
     req.ca_cert = ca_cert;
     req.ca_cert_len = ca_cert_len;
@@ -805,7 +1046,9 @@ static int provision(struct ctl *c, int argc, char **argv)
     }
     /* What hsmd put in the bundle must be what the store registers. */
     if ((bdk_alg != 0 && (resp->id_len != id_len || memcmp(resp->id, req.id, id_len) != 0)) ||
-        (bdk_alg == 0 && (resp->tmk.len == 0 || resp->kind != MPOS_PROVISION_TMK)) ||
+        (bdk_alg == 0 &&
+         (resp->tmk.len == 0 ||
+          resp->kind != (tmk_alg == HSM_ALG_SM4 ? MPOS_PROVISION_TMK_SM4 : MPOS_PROVISION_TMK))) ||
         resp->kcv_len == 0) {
         rc = ctl_error(c, CTL_FAIL, "terminal provision: inconsistent answer from mpos-hsmd");
         goto exit;
@@ -847,6 +1090,12 @@ static int provision(struct ctl *c, int argc, char **argv)
         fprintf(c->out, "serial       %s\nscheme       %s\n", serial,
                 mpos_terminal_scheme_name(scheme));
         if (bdk_alg != 0) {
+            fprintf(c->out, "bdk          %s\n", bdk_label);
+        } else {
+            fprintf(c->out, "tmk-algorithm %s\n", tmk_alg == HSM_ALG_SM4 ? "sm4" : "tdes");
+        }
+        fprintf(c->out, "ca-key       %s\n", ca_label);
+        if (bdk_alg != 0) {
             fprintf(c->out, "initial-ksn  %s\n", ksn);
         } else {
             fprintf(c->out, "tmk-kcv      %s\ntmk-label    %s\n", kcv_hex, tmk_label);
@@ -865,6 +1114,23 @@ exit:
     return rc;
 }
 
+/* Writes a certificate to a new file (never overwritten). */
+static int write_cert(struct ctl *c, const char *path, const uint8_t *der, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return ctl_error(c, CTL_FAIL, "cannot create %s: %s", path, strerror(errno));
+    }
+    ssize_t w = write(fd, der, len);
+    int synced = fsync(fd) == 0;
+    close(fd);
+    if (w < 0 || (size_t)w != len || !synced) {
+        unlink(path);
+        return ctl_error(c, CTL_FAIL, "cannot write %s", path);
+    }
+    return CTL_OK;
+}
+
 static int ca_create(struct ctl *c, int argc, char **argv)
 {
     struct ctl_opt opts[] = {
@@ -875,7 +1141,7 @@ static int ca_create(struct ctl *c, int argc, char **argv)
     hsm_client hc;
     int64_t days = 3650;
     uint8_t fp[32];
-    char fp_hex[65];
+    char fp_hex[65], stored[CTL_PATH_MAX], dir[CTL_PATH_MAX], tmp[CTL_PATH_MAX + 32];
     int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_ca_create);
     if (rc != CTL_OK) {
         return rc;
@@ -886,8 +1152,8 @@ static int ca_create(struct ctl *c, int argc, char **argv)
     const char *validity = ctl_get(opts, CTL_NOPTS(opts), "validity");
     memset(&req, 0, sizeof(req));
     memset(&resp, 0, sizeof(resp));
-    if (label == NULL || cn == NULL || out == NULL) {
-        return ctl_error(c, CTL_USAGE, "missing --key, --cn or --out (try --help)");
+    if (label == NULL || cn == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing --key or --cn (try --help)");
     }
     if (strlen(cn) < 1 || strlen(cn) >= sizeof(req.common_name)) {
         return ctl_error(c, CTL_USAGE, "--cn: 1 to 64 printable characters");
@@ -923,15 +1189,34 @@ static int ca_create(struct ctl *c, int argc, char **argv)
         return ctl_error(c, CTL_FAIL, "SHA-256 failed");
     }
     mpos_hex_encode(fp, sizeof(fp), fp_hex);
-    int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return ctl_error(c, CTL_FAIL, "cannot create %s: %s", out, strerror(errno));
+    if (out != NULL) {
+        rc = write_cert(c, out, resp.cert, resp.cert_len);
+        if (rc != CTL_OK) {
+            return rc;
+        }
     }
-    ssize_t w = write(fd, resp.cert, resp.cert_len);
-    int synced = fsync(fd) == 0;
-    close(fd);
-    if (w < 0 || (size_t)w != resp.cert_len || !synced) {
-        return ctl_error(c, CTL_FAIL, "cannot write %s", out);
+    /* The store's copy, for terminal provision's --ca-cert default (replaced by a newer
+     * certificate of the same key: written aside, then renamed over). */
+    rc = ca_cert_path(c, label, stored, sizeof(stored));
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    if ((size_t)snprintf(dir, sizeof(dir), "%s-ca", c->db) >= sizeof(dir)) {
+        return ctl_error(c, CTL_USAGE, "--db: path too long");
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        return ctl_error(c, CTL_FAIL, "cannot create %s: %s", dir, strerror(errno));
+    }
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", stored, (long)getpid()) >= sizeof(tmp)) {
+        return ctl_error(c, CTL_USAGE, "--db: path too long");
+    }
+    rc = write_cert(c, tmp, resp.cert, resp.cert_len);
+    if (rc == CTL_OK && rename(tmp, stored) != 0) {
+        unlink(tmp);
+        rc = ctl_error(c, CTL_FAIL, "cannot write %s: %s", stored, strerror(errno));
+    }
+    if (rc != CTL_OK) {
+        return rc;
     }
     fprintf(c->out, "cert-sha256 %s\n", fp_hex);
     return CTL_OK;
@@ -984,8 +1269,26 @@ static int hsm_init(struct ctl *c, int argc, char **argv)
     const char *label = ctl_get(opts, CTL_NOPTS(opts), "token-label");
     const char *pin_file = ctl_get(opts, CTL_NOPTS(opts), "pin-file");
     const char *wrapped = ctl_get(opts, CTL_NOPTS(opts), "lmk-wrapped");
+    rc = ctl_load_config(c);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    /* Each option defaults to mpos-hsmd's [lmk] key of the configuration file. */
+    module = module != NULL ? module : c->pkcs11_module[0] != '\0' ? c->pkcs11_module : NULL;
+    label = label != NULL ? label : c->token_label[0] != '\0' ? c->token_label : NULL;
+    pin_file = pin_file != NULL ? pin_file : c->pin_file[0] != '\0' ? c->pin_file : NULL;
+    wrapped = wrapped != NULL ? wrapped : c->lmk_wrapped[0] != '\0' ? c->lmk_wrapped : NULL;
     if (module == NULL || label == NULL || pin_file == NULL || wrapped == NULL) {
-        return ctl_error(c, CTL_USAGE, "missing option (try --help)");
+        return ctl_error(c, CTL_USAGE,
+                         "missing --%s (or %s in the [lmk] section of the --config file)",
+                         module == NULL     ? "pkcs11-module"
+                         : label == NULL    ? "token-label"
+                         : pin_file == NULL ? "pin-file"
+                                            : "lmk-wrapped",
+                         module == NULL     ? "pkcs11_module"
+                         : label == NULL    ? "token_label"
+                         : pin_file == NULL ? "pin_file"
+                                            : "wrapped");
     }
     rc = read_pin_file(c, pin_file, pin, sizeof(pin));
     if (rc != CTL_OK) {

@@ -3,9 +3,10 @@
 #include "mpos/util.h"
 
 static const char help_add[] =
-    "usage: mposctl merchant add --name NAME [--id ID] [--mcc MCC]\n"
+    "usage: mposctl merchant add [--name NAME] [--id ID] [--mcc MCC]\n"
     "Adds a merchant and prints its ID.\n"
-    "  --name NAME   1 to 64 bytes of UTF-8, no control characters\n"
+    "  --name NAME   1 to 64 bytes of UTF-8, no control characters; default: the --id given,\n"
+    "                else \"merchant\"\n"
     "  --id ID       the merchant ID (ISO 8583 field 42): 1 to 15 letters or digits, stored\n"
     "                in uppercase; default: the next free 15-digit number\n"
     "  --mcc MCC     merchant category code (ISO 18245), 4 digits\n";
@@ -25,7 +26,7 @@ static int merchant_add(struct ctl *c, int argc, char **argv)
     const char *mid = ctl_get(opts, CTL_NOPTS(opts), "id");
     const char *mcc = ctl_get(opts, CTL_NOPTS(opts), "mcc");
     if (name == NULL) {
-        return ctl_error(c, CTL_USAGE, "missing --name (try --help)");
+        name = mid != NULL ? mid : "merchant";
     }
     if (!mpos_store_merchant_name_valid(name)) {
         return ctl_error(c, CTL_USAGE, "--name: 1 to 64 bytes of UTF-8 without control characters");

@@ -291,6 +291,15 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
         ok = c->hsm_arg != NULL || copy_path(c->hsm, value);
     } else if (strcmp(section, "hsm") == 0 && strcmp(name, "timeout_ms") == 0) {
         ok = int_value(value, 1, 600000, &c->hsm_timeout_ms);
+    } else if (strcmp(section, "lmk") == 0) {
+        /* mpos-hsmd's [lmk] keys (hsm/hsmd/config.c): the defaults of hsm init; the others
+         * (source, components, ...) are mpos-hsmd's alone. */
+        char *dst = strcmp(name, "pkcs11_module") == 0 ? c->pkcs11_module
+                    : strcmp(name, "token_label") == 0 ? c->token_label
+                    : strcmp(name, "pin_file") == 0    ? c->pin_file
+                    : strcmp(name, "wrapped") == 0     ? c->lmk_wrapped
+                                                       : NULL;
+        ok = dst == NULL || copy_path(dst, value);
     }
     return ok; /* 0 stops inih and reports the line */
 }

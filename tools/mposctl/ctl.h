@@ -27,7 +27,13 @@ struct ctl {
     char db[CTL_PATH_MAX];  /* resolved: --db, else [store] db of the config file */
     char hsm[CTL_PATH_MAX]; /* resolved: --hsm, else [hsm] socket of the config file */
     int hsm_timeout_ms;     /* [hsm] timeout_ms */
-    int busy_timeout_ms;    /* [store] busy_timeout_ms */
+    /* [lmk] pkcs11_module, token_label, pin_file, wrapped (mpos-hsmd's keys): the defaults of
+     * hsm init; "" when not configured */
+    char pkcs11_module[CTL_PATH_MAX];
+    char token_label[CTL_PATH_MAX];
+    char pin_file[CTL_PATH_MAX];
+    char lmk_wrapped[CTL_PATH_MAX];
+    int busy_timeout_ms; /* [store] busy_timeout_ms */
     int config_loaded;
     mpos_store *st;
     FILE *out;

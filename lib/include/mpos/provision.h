@@ -34,6 +34,9 @@
  *   TDES DUKPT  "D" len "B1" "T" "X" "00" "N" ... KS = initial KSN (20 hex, counter bits 0);
  *               key: the 16-byte IPEK
  *   TMK         "D" len "K0" "T" "D" "00" "N" ... KC = "00" + legacy KCV (6 hex); key 16 bytes
+ *   SM4 TMK     "D" len "K0" "4" "D" "00" "N" ... KC = "00" + legacy SM4 KCV (6 hex); key 16
+ *               bytes; algorithm '4' is proprietary (MPOS_TR31_EXT_SM4, mpos/tr31.h): only
+ *               this kind's block is wrapped and opened with that extension
  * with key context 0 and a PB block as needed; no other optional block.
  *
  * Nothing here allocates (the EC and HKDF primitives of mpos/ecc.h allocate inside libcrypto
@@ -82,7 +85,8 @@
 enum mpos_provision_kind {
     MPOS_PROVISION_AES_DUKPT = 1,  /* X9.24-3-2017 initial key + initial key ID */
     MPOS_PROVISION_TDES_DUKPT = 2, /* X9.24-1-2009 IPEK + initial KSN */
-    MPOS_PROVISION_TMK = 3         /* UnionPay terminal master key (TDES, 16 bytes) + KCV */
+    MPOS_PROVISION_TMK = 3,        /* UnionPay terminal master key (TDES, 16 bytes) + KCV */
+    MPOS_PROVISION_TMK_SM4 = 4     /* UnionPay SM4 terminal master key (16 bytes) + KCV */
 };
 
 /* 1 if serial is 1 to MPOS_PROVISION_SERIAL_MAX_LEN characters of A-Z a-z 0-9 '-' (the
@@ -211,7 +215,8 @@ struct mpos_provision_key {
                                               mpos_dukpt_aes_terminal_load); TDES: initial
                                               KSN (10, counter bits 0); TMK: none */
     size_t id_len;
-    uint8_t kcv[MPOS_PROVISION_KCV_LEN]; /* TMK: its legacy check value (verified); else 0 */
+    uint8_t kcv[MPOS_PROVISION_KCV_LEN]; /* TMK, SM4 TMK: its legacy check value (verified,
+                                            X9.24-1:2017 A.2 with TDES or SM4); else 0 */
     size_t kcv_len;
 };
 
@@ -230,8 +235,8 @@ int mpos_provision_transport_key_from_secret(const uint8_t z[MPOS_ECDH_P256_LEN]
 /* Wraps key (kind, key, key_len, id, id_len; kcv is ignored and computed for a TMK) under tk as
  * the TR-31 version D block of its kind (header above, random key-length padding). AES DUKPT:
  * key 16, 24 or 32 bytes, id 8; TDES DUKPT: key 16, id 10 with the 21 counter bits zero
- * (MPOS_ERR_KSN otherwise); TMK: key 16 bytes, id_len 0. Writes the block (and a NUL) to block
- * (cap bytes) and its length to *block_len. */
+ * (MPOS_ERR_KSN otherwise); TMK and SM4 TMK: key 16 bytes, id_len 0. Writes the block (and a NUL)
+ * to block (cap bytes) and its length to *block_len. */
 int mpos_provision_key_wrap(mpos_crypto_ctx *cc, const uint8_t tk[MPOS_PROVISION_TK_LEN],
                             const struct mpos_provision_key *key, char *block, size_t cap,
                             size_t *block_len) MPOS_MUST_CHECK;

@@ -107,7 +107,6 @@ def test_usage_errors():
     assert "unknown option" in fails(2, "merchant", "list", "--verbose", db=e.db)
     assert "given twice" in fails(2, "merchant", "add", "--name", "a", "--name", "b", db=e.db)
     assert "needs a value" in fails(2, "merchant", "add", "--name", db=e.db)
-    assert "missing --name" in fails(2, "merchant", "add", db=e.db)
     assert "--id" in fails(2, "merchant", "add", "--name", "x", "--id", "no-dash", db=e.db)
     assert "--mcc" in fails(2, "merchant", "add", "--name", "x", "--mcc", "12", db=e.db)
     assert "missing argument" in fails(2, "terminal", "suspend", db=e.db)
@@ -208,6 +207,39 @@ def test_merchants_and_terminals():
         assert c not in audit and c.replace("-", "") not in audit
     assert ok("audit", "verify", db=e.db).startswith("audit trail intact")
     assert len(ok("audit", "list", "--last", "2", db=e.db).splitlines()) == 2
+
+
+def test_spelled_forms():
+    """The forms the issue spells, called exactly so (no HSM needed for these)."""
+    e = Env()
+    ok("db", "migrate", db=e.db)
+    mid = ok("merchant", "add", db=e.db).strip()
+    assert re.match(r"^[0-9]{15}$", mid), mid
+    assert mid in ok("merchant", "list", db=e.db)
+    good = "Violet-Harbour-42-Lamp"
+    out = ok("operator", "add", "--merchant", mid, "--role", "cashier", stdin=good + "\n",
+             db=e.db)
+    m = re.match(r"^username=(op[a-z2-7]{8})\noperator \1 added \(cashier\)\n$", out)
+    assert m, out
+    out2 = ok("operator", "add", "--merchant", mid, "--role", "supervisor", stdin=good + "\n",
+              db=e.db)
+    user2 = out2.splitlines()[0].split("=", 1)[1]
+    assert user2 != m.group(1)
+    users = [l.split()[1] for l in ok("operator", "list", db=e.db).splitlines()[1:]]
+    assert sorted(users) == sorted([m.group(1), user2]), users
+    out = ok("terminal", "assign", "SN-1", "--merchant", mid, db=e.db)
+    assert re.match(r"^activation-code [0-9A-Z]{4}(-[0-9A-Z]{4}){3}\nexpires \S+Z\n$", out), out
+    out = ok("terminal", "assign", "SN-2", "--merchant", mid, "--location",
+             "48.856614,2.352222,250", db=e.db)
+    assert out.startswith("activation-code ") and "\nexpires " in out, out
+    assert "48.856614,2.352222,250" in ok("terminal", "show", "SN-2", db=e.db)
+    assert ok("terminal", "suspend", "SN-1", db=e.db) == "SN-1 suspended\n"
+    assert ok("terminal", "resume", "SN-1", db=e.db) == "SN-1 provisioned\n"
+    assert ok("terminal", "retire", "SN-1", db=e.db) == "SN-1 retired\n"
+    lst = ok("terminal", "list", db=e.db)
+    assert re.search(r"^SN-1\s+%s\s+\S+\s+retired" % mid, lst, re.M), lst
+    assert re.search(r"^SN-2\s+%s\s" % mid, lst, re.M), lst
+    assert ok("key", "list", db=e.db).startswith("LABEL")
 
 
 def test_operators():
@@ -345,6 +377,13 @@ def test_hsm_commands_without_hsm():
     assert "mpos-hsmd" in fails(1, "--hsm", sock, "key", "generate", "--label", "k", "--usage",
                                 "P0", "--algorithm", "aes", db=e.db)
     assert ok("key", "list", db=e.db).startswith("LABEL")
+    # The spelled forms reach the HSM step (their other options are optional).
+    for t in ("aes128", "aes192", "aes256", "2tdea", "3tdea"):
+        assert "no HSM socket" in fails(2, "bdk", "create", "--type", t, db=e.db)
+    assert "--type" in fails(2, "bdk", "create", "--type", "aes512", db=e.db)
+    assert "not both" in fails(2, "bdk", "create", "--type", "aes128", "--algorithm", "aes",
+                               db=e.db)
+    assert "--pkcs11-module" in fails(2, "hsm", "init", db=e.db)
 
 
 TESTS = [v for k, v in sorted(globals().items()) if k.startswith("test_")]

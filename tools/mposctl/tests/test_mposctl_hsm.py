@@ -23,7 +23,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-MPOSCTL, HSMD, CRYPTO, OPEN = sys.argv[1:5]
+MPOSCTL, HSMD, CRYPTO, OPEN = [os.path.abspath(a) for a in sys.argv[1:5]]
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 COMPONENTS = ["0F1E2D3C4B5A69788796A5B4C3D2E1F00112233445566778899AABBCCDDEEFF0",
               "A5A5A5A55A5A5A5A3C3C3C3CC3C3C3C3966969966996699600FF00FFFF00FF00"]
@@ -69,9 +69,9 @@ class Hsmd:
         self.err.close()
 
 
-def ctl(env, *args, check=0, stdin=""):
+def ctl(env, *args, check=0, stdin="", cwd=None):
     p = subprocess.run([MPOSCTL, "--db", env["db"], "--hsm", env["sock"]] + list(args),
-                       input=stdin, capture_output=True, text=True, timeout=120)
+                       input=stdin, capture_output=True, text=True, timeout=120, cwd=cwd)
     if check is not None and p.returncode != check:
         raise AssertionError("mposctl %s: exit %d (want %d)\n%s%s"
                              % (" ".join(args), p.returncode, check, p.stdout, p.stderr))
@@ -247,9 +247,19 @@ def test_keys_bdk_and_provisioning(tmp):
         assert "tmk-kcv         " + out["tmk-kcv"] in show and "scheme          mkwk" in show
         assert "key-label       " + out["tmk-label"] in show, show
         assert re.search(r"^%s\s" % re.escape(out["tmk-label"]), ctl(env, "key", "list"), re.M)
-        assert "not supported yet" in ctl(env, "terminal", "provision", "--serial", "M-2",
-                                          "--scheme", "mkwk-sm4", "--csr", csr, "--ca-key",
-                                          "ca-1", "--ca-cert", ca, check=2)
+        # An SM4 TMK terminal: a TR-31 block with the proprietary algorithm '4' (kind 4), its
+        # legacy SM4 check value registered; it opens for its own device only.
+        out = fields(provision("M-2", "mkwk-sm4", None))
+        assert re.match(r"^[0-9A-F]{6}$", out["tmk-kcv"]) and out["kcv"] == out["tmk-kcv"], out
+        assert out["tmk-algorithm"] == "sm4", out
+        assert opens("M-2") == {"kind": "4", "id": "-", "kcv": out["tmk-kcv"]}
+        assert opens("M-2", key_of="M-1") is None
+        assert opens("M-2", key_of="M-1", as_serial="M-1") is None
+        show = ctl(env, "terminal", "show", "M-2")
+        assert "tmk-kcv         " + out["tmk-kcv"] in show and "scheme          mkwk" in show
+        assert re.search(r"^%s\s+K0\s+4\s+%s\s" % (re.escape(out["tmk-label"]),
+                                                      out["tmk-kcv"]),
+                         ctl(env, "key", "list"), re.M)
 
         # Two mposctl processes at once, many times: unique KSNs, no gap.
         n = 10
@@ -267,7 +277,7 @@ def test_keys_bdk_and_provisioning(tmp):
             got = opens(s)
             assert got == {"kind": "1", "id": o["initial-ksn"], "kcv": o["kcv"]}, (s, got, o)
         assert len({o["kcv"] for o in outs}) == len(outs)
-        everyone = ["T-1", "t-lower", "T-TDES", "M-1"] + serials
+        everyone = ["T-1", "t-lower", "T-TDES", "M-1", "M-2"] + serials
         for i, s in enumerate(everyone):
             other = everyone[(i + 1) % len(everyone)]
             assert opens(s, key_of=other) is None, (s, other)
@@ -291,6 +301,107 @@ def test_keys_bdk_and_provisioning(tmp):
         for c in COMPONENTS + [lmk]:
             assert c.encode() not in data and bytes.fromhex(c) not in data
         assert ctl(env, "audit", "verify").startswith("audit trail intact")
+    finally:
+        hsmd.stop()
+
+
+def test_spelled_forms(tmp):
+    """The forms the issue spells, called exactly as written: bdk create --type, terminal
+    provision --serial SN [--scheme S] with every other option defaulted (the request as
+    ./SN.csr, the one manufacturer CA of the database, the newest BDK of the scheme),
+    operator add without --username, terminal assign / suspend / resume / retire / list."""
+    comps = os.path.join(tmp, "components")
+    with open(comps, "w") as f:
+        for c in COMPONENTS:
+            f.write("%s %s\n" % (c, kcv(c)))
+    os.chmod(comps, 0o600)
+    hsmd = Hsmd(tmp, ["--lmk-components-file", comps])
+    try:
+        env = {"db": os.path.join(tmp, "spelled.db"), "sock": hsmd.sock}
+        ctl(env, "db", "migrate")
+        assert re.search(r"^role\s+tools$", ctl(env, "hsm", "status"), re.M)
+        work = os.path.join(tmp, "work")
+        os.mkdir(work)
+        # No BDK, no CA yet: clear messages.
+        make_csr(work, "SN-0")
+        assert "no manufacturer CA" in ctl(env, "terminal", "provision", "--serial", "SN-0",
+                                           cwd=work, check=2)
+        ctl(env, "key", "generate", "--label", "mfg-ca", "--usage", "S1", "--algorithm", "ec")
+        out = ctl(env, "ca", "create", "--key", "mfg-ca", "--cn", "spelled CA")
+        assert re.match(r"^cert-sha256 [0-9A-F]{64}\n$", out), out
+        ca_cert = env["db"] + "-ca/mfg-ca.der"
+        ca_pub = ca_public_hex(ca_cert)
+        assert "no AES BDK" in ctl(env, "terminal", "provision", "--serial", "SN-0", cwd=work,
+                                   check=1)
+        assert "emits" in ctl(env, "terminal", "provision", "--serial", "SN-NOCSR", cwd=work,
+                              check=1)
+
+        bdks = {}
+        # The older types first, then (a second later) the ones provisioning must pick.
+        for i, t in enumerate(["3tdea", "aes192", "aes256", "2tdea", "aes128"]):
+            if i == 3:
+                time.sleep(1.1)
+            out = fields(ctl(env, "bdk", "create", "--type", t))
+            assert out["label"] == "bdk-%s-1" % t and out["type"] == t, out
+            assert re.match(r"^[0-9A-F]{%d}$" % (10 if t.startswith("aes") else 6),
+                            out["kcv"]), out
+            assert out["scheme"] == ("aes-dukpt" if t.startswith("aes") else "tdes-dukpt")
+            bdks[t] = out
+        listing = ctl(env, "key", "list")
+        for t, o in bdks.items():
+            assert re.search(r"^%s\s+B0\s+[AT]\s+%s\s" % (o["label"], o["kcv"]), listing,
+                             re.M), listing
+        assert not re.search(r"D0\d{3}[A-Z0-9]{2}", listing), "a key block in the listing"
+
+        devkeys = {}
+        for serial, scheme in (("SN-1", None), ("SN-2", "dukpt-aes"), ("SN-3", "dukpt-tdes"),
+                               ("SN-4", "mkwk-tdes"), ("SN-5", "mkwk-sm4")):
+            _, devkeys[serial] = make_csr(work, serial)
+            args = ["terminal", "provision", "--serial", serial]
+            if scheme is not None:
+                args += ["--scheme", scheme]
+            out = fields(ctl(env, *args, cwd=work))
+            assert out["ca-key"] == "mfg-ca", out
+            assert out["bundle"] == "./%s.bundle" % serial, out
+            got = open_bundle(os.path.join(work, serial + ".bundle"), devkeys[serial], serial,
+                              ca_pub)
+            if scheme in (None, "dukpt-aes"):
+                assert out["bdk"] == "bdk-aes128-1", out
+                assert got == {"kind": "1", "id": out["initial-ksn"], "kcv": out["kcv"]}, got
+            elif scheme == "dukpt-tdes":
+                assert out["bdk"] == "bdk-2tdea-1", out
+                assert got == {"kind": "2", "id": out["initial-ksn"], "kcv": out["kcv"]}, got
+            else:
+                kind = "4" if scheme == "mkwk-sm4" else "3"
+                assert got == {"kind": kind, "id": "-", "kcv": out["tmk-kcv"]}, got
+        for serial in devkeys:
+            for other in devkeys:
+                if other != serial:
+                    assert open_bundle(os.path.join(work, serial + ".bundle"), devkeys[other],
+                                       serial, ca_pub) is None
+        # With two CAs, the CA must be named.
+        ctl(env, "key", "generate", "--label", "mfg-ca2", "--usage", "S1", "--algorithm", "ec")
+        ctl(env, "ca", "create", "--key", "mfg-ca2", "--cn", "second CA")
+        make_csr(work, "SN-6")
+        assert "--ca-key" in ctl(env, "terminal", "provision", "--serial", "SN-6", cwd=work,
+                                 check=2)
+        out = fields(ctl(env, "terminal", "provision", "--serial", "SN-6", "--ca-key", "mfg-ca2",
+                         cwd=work))
+        assert out["ca-key"] == "mfg-ca2", out
+
+        mid = ctl(env, "merchant", "add").strip()
+        out = ctl(env, "operator", "add", "--merchant", mid, "--role", "cashier",
+                  stdin="Violet-Harbour-42-Lamp\n")
+        assert re.match(r"^username=op[a-z2-7]{8}\n", out), out
+        out = ctl(env, "terminal", "assign", "SN-1", "--merchant", mid, "--location",
+                  "48.856614,2.352222,250")
+        assert re.match(r"^activation-code \S+\nexpires \S+Z\n$", out), out
+        assert ctl(env, "terminal", "suspend", "SN-1") == "SN-1 suspended\n"
+        assert ctl(env, "terminal", "resume", "SN-1") == "SN-1 provisioned\n"
+        assert ctl(env, "terminal", "retire", "SN-1") == "SN-1 retired\n"
+        lst = ctl(env, "terminal", "list")
+        for serial in devkeys:
+            assert re.search(r"^%s\s" % serial, lst, re.M), lst
     finally:
         hsmd.stop()
 
@@ -343,7 +454,7 @@ if __name__ == "__main__":
     except ImportError:
         print("python3-cryptography not installed: skipped")
         sys.exit(77)
-    tests = [test_keys_bdk_and_provisioning]
+    tests = [test_keys_bdk_and_provisioning, test_spelled_forms]
     if shutil.which("softhsm2-util") and os.path.exists(SOFTHSM_MODULE):
         tests.append(test_hsm_init_softhsm)
     artifacts = os.environ.get("MPOS_TEST_ARTIFACTS")
