@@ -273,9 +273,9 @@ int mpos_keystore_install_working_keys(mpos_keystore *ks, const mpos_keystore_wr
                                        const mpos_keystore_wrapped_key *tdk) MPOS_MUST_CHECK;
 
 /* The explicit step before a new initial key or TMK: erases the transaction keys and
- * persists their absence before it returns (a crash leaves the keys or nothing). A DUKPT initial key ID goes to the
- * list of retired IDs (the last MPOS_KEYSTORE_IK_HISTORY), which import refuses. The
- * sequence number carries on. MPOS_ERR_STATE when nothing is loaded. */
+ * persists their absence before it returns (a crash leaves the keys or nothing). A DUKPT initial
+ * key ID goes to the list of retired IDs (the last MPOS_KEYSTORE_IK_HISTORY), which import refuses.
+ * The sequence number carries on. MPOS_ERR_STATE when nothing is loaded. */
 int mpos_keystore_retire_keys(mpos_keystore *ks) MPOS_MUST_CHECK;
 
 /* Starts a transaction (see the rule at the top): a new sequence number and, under DUKPT,

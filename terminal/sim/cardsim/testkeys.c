@@ -25,8 +25,7 @@ const char mpos_cardsim_ca_key_pem[] =
     "1nSTfOqDzkkmMRMhTvABQ8cU4+aq0TBlfIRuQATvMg9cCV8g/6LiewJYfOrUGzs2\n"
     "r7CTl2pBbOLeKMhLZmlRkysXJZQXM297hWpfhJsI84mmRnYynW0b6m9jZ3Xfj14c\n"
     "4bOC3EOrogzAaeIpMPBqsTxXsto9xiiJmnZwG+WxtULDRQ==\n"
-    "-----END PRIVATE KEY-----\n"
-    ;
+    "-----END PRIVATE KEY-----\n";
 
 const char mpos_cardsim_iss_key_pem[] =
     "-----BEGIN PRIVATE KEY-----\n"
@@ -45,8 +44,7 @@ const char mpos_cardsim_iss_key_pem[] =
     "KzDMmdQieTxCDElYEEltd5Nruxr91OCuHbOL/I2IAmYPhAMRooq0g9lX4zmNi4PG\n"
     "ke/8CK6tFhsCSHrLVbjUxRe2TFOvL+E2l3iWi0STRFqejtPKKYOb0/8f8+NR28RF\n"
     "0Bqc3lbPiEWaTqxBBlDOUC++r0bGaWpFlhIIbGQ5ajd0Jg==\n"
-    "-----END PRIVATE KEY-----\n"
-    ;
+    "-----END PRIVATE KEY-----\n";
 
 const char mpos_cardsim_icc_key_pem[] =
     "-----BEGIN PRIVATE KEY-----\n"
@@ -64,6 +62,4 @@ const char mpos_cardsim_icc_key_pem[] =
     "C1NrQEIW1nfdB7/0ygBGe0ioQdoHa3jnVAABwSAblczqVGDwCQx8KQJAYYYEDM1c\n"
     "hQKi+UH5hIWR52swxfOWP6s1rXYc0PAPmwB6OlLDY/3F02rn7no1CRWpjKu9DOMk\n"
     "NsnbEQ5SlQMzRw==\n"
-    "-----END PRIVATE KEY-----\n"
-    ;
-
+    "-----END PRIVATE KEY-----\n";
