@@ -968,5 +968,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_secret_in_files, setup, teardown),
     };
+    /* Each run keeps only its own databases: earlier runs' copies are removed first. */
+    const char *keep = getenv("MPOS_TEST_ARTIFACTS");
+    if (keep != NULL && keep[0] != '\0' && strchr(keep, '\'') == NULL) {
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", keep);
+        if (system(cmd) != 0) {
+            return 1;
+        }
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
