@@ -27,6 +27,8 @@
 #include "mpos/pin.h"
 #include "mpos/util.h"
 #include "mpos/emv.h"
+#include "mpos/kcv.h"
+#include "mpos/provision.h"
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -636,6 +638,153 @@ static void test_certificate_commands(void **state)
     hsm_client_close(&t);
 }
 
+/* provision.terminal through the tools socket: a CA key and certificate made in hsmd, a
+ * terminal key pair and certificate request made by lib/provision; the bundle opens with that
+ * device key only (T-UNIQ-1), with the published AES DUKPT initial key and the returned check
+ * value; the backend role is refused by its allow-list; an oversized CSR field is refused with
+ * the field status and hsmd goes on serving. */
+static void test_provision_terminal(void **state)
+{
+    static struct hsm_provision_terminal_resp resp;
+    static uint8_t big_csr[HSM_CSR_MAX_LEN + 1];
+    struct hsm_provision_terminal_req req;
+    struct hsm_generate_key_req greq;
+    struct hsm_generate_key_resp ca;
+    struct hsm_ca_cert_req creq;
+    static struct hsm_cert_sign_resp ca_cert;
+    struct hsm_client_status st;
+    struct mpos_provision_key out;
+    mpos_provision_bundle view;
+    uint8_t a_priv[MPOS_EC_P256_PRIV_LEN], a_pub[MPOS_EC_P256_PUB_LEN];
+    uint8_t b_priv[MPOS_EC_P256_PRIV_LEN], b_pub[MPOS_EC_P256_PUB_LEN];
+    uint8_t csr[MPOS_PROVISION_CSR_MAX_LEN], ik[16], kcv[5];
+    size_t csr_len = 0;
+    hsm_client t, b;
+    (void)state;
+    open_role(&t, HARNESS_TOOLS);
+
+    /* The manufacturer CA: an EC signing key generated in hsmd, its self-signed certificate. */
+    memset(&greq, 0, sizeof(greq));
+    memcpy(greq.attr.usage, "S1", 3);
+    greq.attr.algorithm = 'E';
+    greq.attr.mode = 'S';
+    greq.attr.exportability = 'N';
+    assert_int_equal(hsm_client_generate_key(&t, &greq, &ca), 0);
+    assert_int_equal(ca.ec_pub_len, HSM_EC_PUB_LEN);
+    memset(&creq, 0, sizeof(creq));
+    creq.ca_key.text = ca.key.text;
+    creq.ca_key.len = ca.key.len;
+    strcpy(creq.common_name, "openmpos test manufacturer CA");
+    creq.not_before = 1767225600; /* 2026-01-01 */
+    creq.not_after = 2082758400;  /* 2036-01-01 */
+    assert_int_equal(hsm_client_ca_cert_create(&t, &creq, &ca_cert), 0);
+
+    /* Terminal A (and B, another device key) as the terminal makes them. */
+    assert_int_equal(mpos_provision_device_key_generate(a_priv, a_pub), MPOS_OK);
+    assert_int_equal(mpos_provision_device_key_generate(b_priv, b_pub), MPOS_OK);
+    assert_int_equal(mpos_provision_csr_build(a_priv, "MP0000000001", csr, sizeof(csr), &csr_len),
+                     MPOS_OK);
+
+    memset(&req, 0, sizeof(req));
+    req.key = HSM_PROVISION_DUKPT;
+    req.bdk.text = bdk_aes_kb;
+    req.bdk.len = strlen(bdk_aes_kb);
+    harness_hex("1234567890123456", req.id, 8);
+    req.id_len = 8;
+    req.ca_key = creq.ca_key;
+    req.ca_cert = ca_cert.cert;
+    req.ca_cert_len = ca_cert.cert_len;
+    req.csr = csr;
+    req.csr_len = csr_len;
+    strcpy(req.serial, "MP0000000001");
+    req.not_before = 1767225600;
+    req.not_after = 1893456000;
+    assert_int_equal(hsm_client_provision_terminal(&t, &req, &resp), 0);
+    assert_true(resp.bundle_len > 0 && resp.bundle_len <= MPOS_PROVISION_BUNDLE_MAX_LEN);
+    assert_int_equal(resp.kind, MPOS_PROVISION_AES_DUKPT);
+    assert_int_equal(resp.id_len, 8);
+    assert_memory_equal(resp.id, req.id, 8);
+    assert_int_equal(resp.kcv_len, 5);
+    assert_int_equal(resp.tmk.len, 0);
+
+    /* A opens it under the CA key hsmd generated: the X9.24-3-2017 supplement initial key of
+     * IKID 1234567890123456, whose CMAC check value is the one hsmd returned. */
+    assert_int_equal(mpos_provision_open(&cc, a_priv, "MP0000000001", ca.ec_pub, resp.bundle,
+                                         resp.bundle_len, &view, &out),
+                     MPOS_OK);
+    harness_hex("1273671EA26AC29AFA4D1084127652A1", ik, sizeof(ik));
+    assert_int_equal(out.kind, MPOS_PROVISION_AES_DUKPT);
+    assert_int_equal(out.key_len, 16);
+    assert_memory_equal(out.key, ik, 16);
+    assert_int_equal(out.id_len, 8);
+    assert_memory_equal(out.id, req.id, 8);
+    assert_int_equal(mpos_kcv_compute(&cc, MPOS_CIPHER_AES, MPOS_KCV_CMAC, out.key, out.key_len,
+                                      kcv, sizeof(kcv)),
+                     MPOS_OK);
+    assert_memory_equal(kcv, resp.kcv, 5);
+    assert_int_equal(view.device_cert_len > 0, 1);
+    assert_memory_equal(view.ca_cert, ca_cert.cert, ca_cert.cert_len);
+    mpos_provision_key_clear(&out);
+
+    /* Another device key does not open it (its TK differs; the certificate names A's key). */
+    assert_int_equal(mpos_provision_open(&cc, b_priv, "MP0000000001", ca.ec_pub, resp.bundle,
+                                         resp.bundle_len, NULL, &out),
+                     MPOS_ERR_VERIFY);
+    for (size_t i = 0; i < sizeof(out.key); i++) {
+        assert_int_equal(out.key[i], 0);
+    }
+
+    /* The back end may not provision: allow-list refusal, the connection goes on. */
+    open_role(&b, HARNESS_BACKEND);
+    assert_int_equal(hsm_client_provision_terminal(&b, &req, &resp), HSM_STATUS_DENIED);
+    assert_int_equal(resp.bundle_len, 0);
+    assert_int_equal(hsm_client_status(&b, &st), 0);
+    hsm_client_close(&b);
+
+    /* A CSR one byte over its field maximum (4096). The client refuses to encode it (nothing
+     * sent); sent raw, hsmd answers with the field status, and it keeps serving: the same
+     * client (reconnecting if needed) asks status and provisions again. */
+    memset(big_csr, 0x30, sizeof(big_csr));
+    req.csr = big_csr;
+    req.csr_len = sizeof(big_csr);
+    assert_int_equal(hsm_client_provision_terminal(&t, &req, &resp), MPOS_ERR_ARG);
+    {
+        static uint8_t frame[16384];
+        hsm_writer w;
+        size_t n = 0;
+        hsm_writer_request(&w, frame, sizeof(frame), HSM_CMD_PROVISION_TERMINAL, 4242);
+        hsm_put_bytes(&w, HSM_TAG_BDK, req.bdk.text, req.bdk.len);
+        hsm_put_bytes(&w, HSM_TAG_KEY_ID, req.id, req.id_len);
+        hsm_put_bytes(&w, HSM_TAG_KEY_BLOCK, req.ca_key.text, req.ca_key.len);
+        hsm_put_bytes(&w, HSM_TAG_CA_CERT, req.ca_cert, req.ca_cert_len);
+        /* the CSR field by hand: tag, 16-bit length, value (the writer would refuse it) */
+        assert_true(w.err == 0 && w.cap - w.len >= 3 + sizeof(big_csr));
+        w.buf[w.len] = HSM_TAG_CSR;
+        mpos_store_be16(w.buf + w.len + 1, (uint16_t)sizeof(big_csr));
+        memcpy(w.buf + w.len + 3, big_csr, sizeof(big_csr));
+        w.len += 3 + sizeof(big_csr);
+        hsm_put_text(&w, HSM_TAG_SERIAL, req.serial);
+        hsm_put_u64(&w, HSM_TAG_NOT_BEFORE, (uint64_t)req.not_before);
+        hsm_put_u64(&w, HSM_TAG_NOT_AFTER, (uint64_t)req.not_after);
+        assert_int_equal(hsm_writer_finish(&w, &n), 0);
+        assert_int_equal(hsm_client_send_raw(&t, frame, n, HSM_CMD_PROVISION_TERMINAL),
+                         HSM_STATUS_FIELD);
+    }
+    assert_int_equal(hsm_client_status(&t, &st), 0);
+    assert_string_equal(st.role, "tools");
+    req.csr = csr;
+    req.csr_len = csr_len;
+    assert_int_equal(hsm_client_provision_terminal(&t, &req, &resp), 0);
+    assert_int_equal(mpos_provision_open(&cc, a_priv, "MP0000000001", ca.ec_pub, resp.bundle,
+                                         resp.bundle_len, NULL, &out),
+                     MPOS_OK);
+    assert_memory_equal(out.key, ik, 16);
+    mpos_provision_key_clear(&out);
+    hsm_client_close(&t);
+    mpos_cleanse(a_priv, sizeof(a_priv));
+    mpos_cleanse(b_priv, sizeof(b_priv));
+}
+
 /* ---- refusals ---------------------------------------------------------------------------- */
 
 static void test_allow_list(void **state)
@@ -1030,6 +1179,7 @@ int main(void)
         cmocka_unit_test(test_pin_and_mac_commands),
         cmocka_unit_test(test_emv_and_card_data_commands),
         cmocka_unit_test(test_certificate_commands),
+        cmocka_unit_test(test_provision_terminal),
         cmocka_unit_test(test_allow_list),
         cmocka_unit_test(test_garbled_frames),
         cmocka_unit_test(test_oversized_frame),
