@@ -413,7 +413,11 @@ int hsm_client_cert_sign(hsm_client *c, const struct hsm_cert_sign_req *req,
     put_kb(&w, HSM_TAG_KEY_BLOCK, &req->ca_key);
     hsm_put_bytes(&w, HSM_TAG_CA_CERT, req->ca_cert, req->ca_cert_len);
     hsm_put_bytes(&w, HSM_TAG_CSR, req->csr, req->csr_len);
-    hsm_put_text(&w, HSM_TAG_SERIAL, req->serial);
+    if (req->dns[0] != '\0') {
+        hsm_put_text(&w, HSM_TAG_DNS_NAME, req->dns);
+    } else {
+        hsm_put_text(&w, HSM_TAG_SERIAL, req->serial);
+    }
     hsm_put_u64(&w, HSM_TAG_NOT_BEFORE, (uint64_t)req->not_before);
     hsm_put_u64(&w, HSM_TAG_NOT_AFTER, (uint64_t)req->not_after);
     FINISH(c, &w, resp,
@@ -479,4 +483,191 @@ int hsm_client_provision_terminal(hsm_client *c, const struct hsm_provision_term
         hsm_put_bytes(&w, HSM_TAG_TRUST_ANCHOR, req->trust_anchor, req->trust_anchor_len);
     }
     FINISH(c, &w, resp, read_provision(c, resp));
+}
+
+/* ---- sealed messages, params.sign, key.from-components ------------------------------------ */
+
+/* A text field of exactly `want` characters into out (want + 1 bytes). */
+static int get_text_opt(const hsm_client *c, unsigned tag, char *out, size_t cap)
+{
+    out[0] = '\0';
+    return hsm_msg_has(&c->resp, tag) ? get_text(c, tag, out, cap) : 0;
+}
+
+static int read_sealed_open(const hsm_client *c, struct hsm_sealed_open_resp *r)
+{
+    struct hsm_sealed_fields *f = &r->fields;
+    uint64_t seq = 0;
+    uint8_t chip = 0, has_pin = 0;
+    int rc = hsm_msg_u8(&c->resp, HSM_TAG_MSG_TYPE, &f->msg_type) |
+             hsm_msg_u8(&c->resp, HSM_TAG_SCHEME, &f->scheme) |
+             get(c, HSM_TAG_KSN, f->ksn, sizeof(f->ksn), &f->ksn_len) |
+             hsm_msg_u64(&c->resp, HSM_TAG_SEQUENCE, &seq) |
+             hsm_msg_u8(&c->resp, HSM_TAG_TXN_TYPE, &f->txn_type) |
+             hsm_msg_u64(&c->resp, HSM_TAG_AMOUNT, &f->amount) |
+             hsm_msg_u16(&c->resp, HSM_TAG_CURRENCY, &f->currency) |
+             get_text(c, HSM_TAG_MERCHANT_ID, f->merchant_id, sizeof(f->merchant_id)) |
+             get_text(c, HSM_TAG_TERMINAL_ID, f->terminal_id, sizeof(f->terminal_id)) |
+             get_text(c, HSM_TAG_DATETIME, f->datetime, sizeof(f->datetime)) |
+             hsm_msg_u8(&c->resp, HSM_TAG_ENTRY_MODE, &f->entry_mode) |
+             hsm_msg_u8(&c->resp, HSM_TAG_FALLBACK, &f->fallback) |
+             get_text_opt(c, HSM_TAG_MASKED_PAN, f->masked_pan, sizeof(f->masked_pan)) |
+             get_text_opt(c, HSM_TAG_ORIGINAL_REF, f->original_ref, sizeof(f->original_ref)) |
+             get_text_opt(c, HSM_TAG_PAN, r->pan, sizeof(r->pan)) |
+             get_text_opt(c, HSM_TAG_PSN, r->psn, sizeof(r->psn)) |
+             hsm_msg_u8(&c->resp, HSM_TAG_CHIP_CARD, &chip) |
+             hsm_msg_u8(&c->resp, HSM_TAG_HAS_PIN, &has_pin);
+    if (rc != 0 || seq > UINT32_MAX) {
+        return MPOS_ERR_FORMAT;
+    }
+    f->sequence = (uint32_t)seq;
+    r->chip_card = chip != 0;
+    r->has_pin = has_pin != 0;
+    if (hsm_msg_has(&c->resp, HSM_TAG_LOCATION)) {
+        uint8_t loc[20];
+        rc = get(c, HSM_TAG_LOCATION, loc, sizeof(loc), NULL);
+        f->has_location = 1;
+        f->lat_e7 = (int32_t)mpos_load_be32(loc);
+        f->lon_e7 = (int32_t)mpos_load_be32(loc + 4);
+        f->accuracy_m = mpos_load_be32(loc + 8);
+        f->location_time = ((uint64_t)mpos_load_be32(loc + 12) << 32) | mpos_load_be32(loc + 16);
+    }
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_HASH)) {
+        rc = get(c, HSM_TAG_HASH, r->pan_hash, sizeof(r->pan_hash), NULL);
+        r->has_pan_hash = 1;
+    }
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_EMV)) {
+        rc = get(c, HSM_TAG_EMV, r->emv, sizeof(r->emv), &r->emv_len);
+    }
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_PIN_BLOCK)) {
+        rc = get(c, HSM_TAG_PIN_BLOCK, r->pin_block, sizeof(r->pin_block), &r->pin_block_len);
+    }
+    if (rc == 0 && hsm_msg_has(&c->resp, HSM_TAG_TRACK2_ENC)) {
+        size_t iv_len = 0;
+        rc = get(c, HSM_TAG_IV, r->track2_iv, sizeof(r->track2_iv), &iv_len) |
+             get(c, HSM_TAG_TRACK2_ENC, r->track2_enc, sizeof(r->track2_enc), &r->track2_enc_len);
+        if (rc == 0 && iv_len != sizeof(r->track2_iv)) {
+            rc = MPOS_ERR_FORMAT;
+        }
+    }
+    return rc != 0 ? MPOS_ERR_FORMAT : 0;
+}
+
+int hsm_client_sealed_open(hsm_client *c, const struct hsm_sealed_open_req *req,
+                           struct hsm_sealed_open_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_SEALED_OPEN, &w);
+    put_kb(&w, HSM_TAG_BDK, &req->bdk);
+    hsm_put_bytes(&w, HSM_TAG_SEALED, req->sealed, req->sealed_len);
+    if (req->zpk.len != 0) {
+        put_kb(&w, HSM_TAG_DEST_KEY, &req->zpk);
+    }
+    if (req->zek.len != 0) {
+        put_kb(&w, HSM_TAG_ZEK, &req->zek);
+    }
+    FINISH(c, &w, resp, read_sealed_open(c, resp));
+}
+
+int hsm_client_sealed_respond(hsm_client *c, const struct hsm_sealed_respond_req *req,
+                              struct hsm_sealed_respond_resp *resp)
+{
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_SEALED_RESPOND, &w);
+    put_kb(&w, HSM_TAG_BDK, &req->bdk);
+    hsm_put_u8(&w, HSM_TAG_SCHEME, req->scheme);
+    hsm_put_bytes(&w, HSM_TAG_KSN, req->ksn, req->ksn_len);
+    hsm_put_u64(&w, HSM_TAG_SEQUENCE, req->sequence);
+    hsm_put_text(&w, HSM_TAG_RESPONSE_CODE, req->response_code);
+    if (req->auth_code[0] != '\0') {
+        hsm_put_text(&w, HSM_TAG_AUTH_CODE, req->auth_code);
+    }
+    if (req->rrn[0] != '\0') {
+        hsm_put_text(&w, HSM_TAG_RRN, req->rrn);
+    }
+    if (req->arc[0] != '\0') {
+        hsm_put_bytes(&w, HSM_TAG_ARC, req->arc, strlen(req->arc));
+    }
+    if (req->iad_len != 0) {
+        hsm_put_bytes(&w, HSM_TAG_IAD, req->iad, req->iad_len);
+    }
+    FINISH(c, &w, resp,
+           get(c, HSM_TAG_SEALED, resp->sealed, sizeof(resp->sealed), &resp->sealed_len));
+}
+
+static int read_params_sig(const hsm_client *c, const struct hsm_params_sign_req *req,
+                           struct hsm_params_sign_resp *r, size_t *n)
+{
+    size_t pub_len = 0;
+    int rc = get(c, HSM_TAG_PUBKEY, r->pub, sizeof(r->pub), &pub_len);
+    if (rc != 0 || pub_len != sizeof(r->pub) ||
+        hsm_msg_has(&c->resp, HSM_TAG_DATA) != (req->data_len != 0)) {
+        return MPOS_ERR_FORMAT;
+    }
+    if (req->data_len != 0) {
+        rc = get(c, HSM_TAG_DATA, r->sig, sizeof(r->sig), n);
+        if (rc != 0 || *n != sizeof(r->sig)) {
+            return MPOS_ERR_FORMAT;
+        }
+        r->has_sig = 1;
+    }
+    return 0;
+}
+
+int hsm_client_params_sign(hsm_client *c, const struct hsm_params_sign_req *req,
+                           struct hsm_params_sign_resp *resp)
+{
+    hsm_writer w;
+    size_t n = 0;
+    memset(resp, 0, sizeof(*resp));
+    hsm_client_begin(c, HSM_CMD_PARAMS_SIGN, &w);
+    put_kb(&w, HSM_TAG_KEY_BLOCK, &req->key);
+    if (req->data_len != 0) {
+        hsm_put_bytes(&w, HSM_TAG_DATA, req->data, req->data_len);
+    }
+    FINISH(c, &w, resp, read_params_sig(c, req, resp, &n));
+}
+
+static int read_components(const hsm_client *c, size_t n, struct hsm_key_from_components_resp *r)
+{
+    uint8_t kcvs[HSM_MAX_COMPONENTS * HSM_KCV_LEN];
+    size_t len = 0;
+    int rc = get_kb(c, HSM_TAG_KEY_BLOCK, &r->key) |
+             get(c, HSM_TAG_KCV, r->kcv, sizeof(r->kcv), &r->kcv_len) |
+             get(c, HSM_TAG_COMPONENT_KCVS, kcvs, sizeof(kcvs), &len);
+    if (rc != 0 || len != n * r->kcv_len) {
+        return MPOS_ERR_FORMAT;
+    }
+    for (size_t i = 0; i < n; i++) {
+        memcpy(r->comp_kcv[i], kcvs + i * r->kcv_len, r->kcv_len);
+    }
+    return 0;
+}
+
+int hsm_client_key_from_components(hsm_client *c, const struct hsm_key_from_components_req *req,
+                                   struct hsm_key_from_components_resp *resp)
+{
+    static const unsigned tags[HSM_MAX_COMPONENTS] = {HSM_TAG_COMPONENT1, HSM_TAG_COMPONENT2,
+                                                      HSM_TAG_COMPONENT3};
+    hsm_writer w;
+    memset(resp, 0, sizeof(*resp));
+    if (req->n < 2 || req->n > HSM_MAX_COMPONENTS || req->key_len > HSM_KEY_MAX_LEN) {
+        return MPOS_ERR_ARG;
+    }
+    hsm_client_begin(c, HSM_CMD_KEY_FROM_COMPONENTS, &w);
+    hsm_put_bytes(&w, HSM_TAG_KEY_USAGE, req->attr.usage,
+                  (req->attr.usage[0] != 0 ? (req->attr.usage[1] != 0 ? 2u : 1u) : 0u));
+    put_char(&w, HSM_TAG_ALGORITHM, req->attr.algorithm);
+    put_char(&w, HSM_TAG_MODE, req->attr.mode);
+    put_char(&w, HSM_TAG_EXPORTABILITY, req->attr.exportability);
+    if (req->attr.dukpt != 0) {
+        hsm_put_u8(&w, HSM_TAG_DUKPT, req->attr.dukpt);
+    }
+    for (size_t i = 0; i < req->n; i++) {
+        hsm_put_bytes(&w, tags[i], req->comp[i], req->key_len);
+    }
+    /* hsm_client_exchange wipes the request (clear components) from the buffer once sent. */
+    FINISH(c, &w, resp, read_components(c, req->n, resp));
 }

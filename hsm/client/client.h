@@ -108,4 +108,23 @@ int hsm_client_ca_cert_create(hsm_client *c, const struct hsm_ca_cert_req *req,
 int hsm_client_provision_terminal(hsm_client *c, const struct hsm_provision_terminal_req *req,
                                   struct hsm_provision_terminal_resp *resp) MPOS_MUST_CHECK;
 
+/* sealed.open (role backend): opens a terminal's sealed request inside hsmd (struct
+ * hsm_sealed_open_req / _resp in hsm/ops/ops.h: resp->fields are the request's clear fields,
+ * plus the PAN, its keyed hash, PSN, allow-listed EMV data, the chip-card flag, the PIN block
+ * under the ZPK and track 2 under the ZEK when those keys are given). HSM_STATUS_VERIFY: the
+ * MAC did not verify (nothing was decrypted); HSM_STATUS_FIELD / _INPUT: malformed. resp is
+ * about 1 KiB. */
+int hsm_client_sealed_open(hsm_client *c, const struct hsm_sealed_open_req *req,
+                           struct hsm_sealed_open_resp *resp) MPOS_MUST_CHECK;
+/* sealed.respond (role backend): the sealed response for the request of req->ksn. */
+int hsm_client_sealed_respond(hsm_client *c, const struct hsm_sealed_respond_req *req,
+                              struct hsm_sealed_respond_resp *resp) MPOS_MUST_CHECK;
+/* params.sign (roles tools, backend): r || s over one E6 or E4 object, and the key's public
+ * key; with req->data_len 0 only the public key. */
+int hsm_client_params_sign(hsm_client *c, const struct hsm_params_sign_req *req,
+                           struct hsm_params_sign_resp *resp) MPOS_MUST_CHECK;
+/* key.from-components (role tools). */
+int hsm_client_key_from_components(hsm_client *c, const struct hsm_key_from_components_req *req,
+                                   struct hsm_key_from_components_resp *resp) MPOS_MUST_CHECK;
+
 #endif

@@ -12,12 +12,15 @@ static const char *const role_names[HSMD_ROLES] = {"backend", "tools", "switch"}
 /* The allow-lists of docs/hsm-design.md ("Roles"). */
 static const char *const default_allow[HSMD_ROLES] = {
     /* backend: translate PIN and card data, MACs, PAN hash, EMV issuer side for on-us,
-     * UnionPay sign-on working keys, random, status */
+     * UnionPay sign-on working keys, sealed messages, parameter signing, random, status */
     "status random pin.translate-dukpt pin.translate card-data.translate dukpt.mac-verify "
-    "dukpt.mac-generate mac.generate mac.verify pan.hash emv.arqc-verify mkwk.generate",
-    /* tools: key generation, import/export, BDK, provisioning, certificates, status */
+    "dukpt.mac-generate mac.generate mac.verify pan.hash emv.arqc-verify mkwk.generate "
+    "sealed.open sealed.respond params.sign",
+    /* tools: key generation, import/export, keys from components, BDK, provisioning,
+     * certificates, parameter signing, status */
     "status random key.generate bdk.generate key.import key.export dukpt.initial-key "
-    "mkwk.generate pvv.generate cert.sign cert.ca-create provision.terminal",
+    "mkwk.generate pvv.generate cert.sign cert.ca-create provision.terminal "
+    "key.from-components params.sign",
     /* switch: PIN verification against the PVV, ARQC/ARPC, zone MACs, status */
     "status pin.verify-pvv emv.arqc-verify mac.generate mac.verify",
 };

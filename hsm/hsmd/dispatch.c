@@ -542,12 +542,19 @@ static int do_cert_sign(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
     uint64_t nb = 0, na = 0;
     memset(&req, 0, sizeof(req));
     req.ca_key = kb(m, HSM_TAG_KEY_BLOCK);
+    /* A device certificate (serial) or a TLS server certificate (dns-name), never both. */
+    if (hsm_msg_has(m, HSM_TAG_SERIAL) == hsm_msg_has(m, HSM_TAG_DNS_NAME)) {
+        return MPOS_ERR_ARG;
+    }
     int rc = hsm_msg_bytes(m, HSM_TAG_CA_CERT, &req.ca_cert, &req.ca_cert_len);
     if (rc == 0) {
         rc = hsm_msg_bytes(m, HSM_TAG_CSR, &req.csr, &req.csr_len);
     }
     if (rc == 0) {
         rc = text_field(m, HSM_TAG_SERIAL, req.serial, sizeof(req.serial));
+    }
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_DNS_NAME, req.dns, sizeof(req.dns));
     }
     if (rc == 0) {
         rc = hsm_msg_u64(m, HSM_TAG_NOT_BEFORE, &nb);
@@ -658,6 +665,186 @@ static int do_provision_terminal(struct hsmd_call *c, const hsm_msg *m, hsm_writ
     return rc;
 }
 
+/* key.from-components: the clear components are in the request frame only (the session wipes
+ * it); the audit line gets the check values of each component and of the key formed. */
+static int do_key_from_components(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    static const unsigned tags[HSM_MAX_COMPONENTS] = {HSM_TAG_COMPONENT1, HSM_TAG_COMPONENT2,
+                                                      HSM_TAG_COMPONENT3};
+    struct hsm_key_from_components_req req;
+    struct hsm_key_from_components_resp resp;
+    size_t len = 0;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    int rc = text_field(m, HSM_TAG_KEY_USAGE, req.attr.usage, sizeof(req.attr.usage));
+    req.attr.algorithm = ch(m, HSM_TAG_ALGORITHM);
+    req.attr.mode = ch(m, HSM_TAG_MODE);
+    req.attr.exportability = ch(m, HSM_TAG_EXPORTABILITY);
+    req.attr.dukpt = opt_u8(m, HSM_TAG_DUKPT, 0);
+    for (size_t i = 0; rc == 0 && i < HSM_MAX_COMPONENTS && hsm_msg_has(m, tags[i]); i++) {
+        rc = copy_field(m, tags[i], req.comp[i], sizeof(req.comp[i]), &len);
+        /* Every component has the key's length. */
+        if (rc == 0 && i > 0 && len != req.key_len) {
+            rc = MPOS_ERR_LENGTH;
+        }
+        req.key_len = len;
+        req.n = i + 1;
+    }
+    if (rc == 0) {
+        rc = hsm_op_key_from_components(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        uint8_t kcvs[HSM_MAX_COMPONENTS * HSM_KCV_LEN];
+        for (size_t i = 0; i < req.n; i++) {
+            memcpy(kcvs + i * resp.kcv_len, resp.comp_kcv[i], resp.kcv_len);
+            hsmd_audit_kcv_bytes(c, resp.comp_kcv[i], resp.kcv_len);
+        }
+        put_kb(w, HSM_TAG_KEY_BLOCK, &resp.key);
+        hsm_put_bytes(w, HSM_TAG_KCV, resp.kcv, resp.kcv_len);
+        hsm_put_bytes(w, HSM_TAG_COMPONENT_KCVS, kcvs, req.n * resp.kcv_len);
+        hsmd_audit_kcv_bytes(c, resp.kcv, resp.kcv_len);
+    }
+    MPOS_WIPE_CTX(&req);
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+/* sealed.open: the terminal's sealed request, opened with keys derived from the BDK. The
+ * response carries the clear fields, the PAN, its hash, the PSN and allow-listed EMV data, and
+ * the PIN block / track 2 under the zone keys. Audit: check values of the key blocks only. */
+static int do_sealed_open(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_sealed_open_req req;
+    struct hsm_sealed_open_resp *resp = &c->w->sealed_resp; /* 1 KiB: per worker */
+    memset(&req, 0, sizeof(req));
+    req.bdk = kb(m, HSM_TAG_BDK);
+    req.zpk = kb(m, HSM_TAG_DEST_KEY);
+    req.zek = kb(m, HSM_TAG_ZEK);
+    int rc = hsm_msg_bytes(m, HSM_TAG_SEALED, &req.sealed, &req.sealed_len);
+    if (rc == 0) {
+        rc = hsm_op_sealed_open(&c->w->vault, &req, resp);
+    }
+    if (rc == 0) {
+        const struct hsm_sealed_fields *f = &resp->fields;
+        hsm_put_u8(w, HSM_TAG_MSG_TYPE, f->msg_type);
+        hsm_put_u8(w, HSM_TAG_SCHEME, f->scheme);
+        hsm_put_bytes(w, HSM_TAG_KSN, f->ksn, f->ksn_len);
+        hsm_put_u64(w, HSM_TAG_SEQUENCE, f->sequence);
+        hsm_put_u8(w, HSM_TAG_TXN_TYPE, f->txn_type);
+        hsm_put_u64(w, HSM_TAG_AMOUNT, f->amount);
+        hsm_put_u16(w, HSM_TAG_CURRENCY, f->currency);
+        hsm_put_text(w, HSM_TAG_MERCHANT_ID, f->merchant_id);
+        hsm_put_text(w, HSM_TAG_TERMINAL_ID, f->terminal_id);
+        hsm_put_text(w, HSM_TAG_DATETIME, f->datetime);
+        hsm_put_u8(w, HSM_TAG_ENTRY_MODE, f->entry_mode);
+        hsm_put_u8(w, HSM_TAG_FALLBACK, f->fallback);
+        if (f->masked_pan[0] != '\0') {
+            hsm_put_text(w, HSM_TAG_MASKED_PAN, f->masked_pan);
+        }
+        if (f->original_ref[0] != '\0') {
+            hsm_put_text(w, HSM_TAG_ORIGINAL_REF, f->original_ref);
+        }
+        if (f->has_location) {
+            uint8_t loc[20];
+            mpos_store_be32(loc, (uint32_t)f->lat_e7);
+            mpos_store_be32(loc + 4, (uint32_t)f->lon_e7);
+            mpos_store_be32(loc + 8, f->accuracy_m);
+            mpos_store_be32(loc + 12, (uint32_t)(f->location_time >> 32));
+            mpos_store_be32(loc + 16, (uint32_t)f->location_time);
+            hsm_put_bytes(w, HSM_TAG_LOCATION, loc, sizeof(loc));
+        }
+        if (resp->pan[0] != '\0') {
+            hsm_put_text(w, HSM_TAG_PAN, resp->pan);
+        }
+        if (resp->has_pan_hash) {
+            hsm_put_bytes(w, HSM_TAG_HASH, resp->pan_hash, sizeof(resp->pan_hash));
+        }
+        if (resp->psn[0] != '\0') {
+            hsm_put_text(w, HSM_TAG_PSN, resp->psn);
+        }
+        if (resp->emv_len > 0) {
+            hsm_put_bytes(w, HSM_TAG_EMV, resp->emv, resp->emv_len);
+        }
+        hsm_put_u8(w, HSM_TAG_CHIP_CARD, (uint8_t)(resp->chip_card != 0));
+        hsm_put_u8(w, HSM_TAG_HAS_PIN, (uint8_t)(resp->has_pin != 0));
+        if (resp->pin_block_len > 0) {
+            hsm_put_bytes(w, HSM_TAG_PIN_BLOCK, resp->pin_block, resp->pin_block_len);
+        }
+        if (resp->track2_enc_len > 0) {
+            hsm_put_bytes(w, HSM_TAG_IV, resp->track2_iv, sizeof(resp->track2_iv));
+            hsm_put_bytes(w, HSM_TAG_TRACK2_ENC, resp->track2_enc, resp->track2_enc_len);
+        }
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_BDK, HSM_TAG_DEST_KEY, HSM_TAG_ZEK);
+    MPOS_WIPE_CTX(resp);
+    return rc;
+}
+
+static int do_sealed_respond(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_sealed_respond_req req;
+    struct hsm_sealed_respond_resp resp;
+    uint64_t seq = 0;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    req.bdk = kb(m, HSM_TAG_BDK);
+    req.scheme = u8(m, HSM_TAG_SCHEME);
+    int rc = copy_field(m, HSM_TAG_KSN, req.ksn, sizeof(req.ksn), &req.ksn_len);
+    if (rc == 0) {
+        rc = hsm_msg_u64(m, HSM_TAG_SEQUENCE, &seq);
+    }
+    if (rc == 0 && seq > UINT32_MAX) {
+        rc = MPOS_ERR_FORMAT;
+    }
+    req.sequence = (uint32_t)seq;
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_RESPONSE_CODE, req.response_code, sizeof(req.response_code));
+    }
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_AUTH_CODE, req.auth_code, sizeof(req.auth_code));
+    }
+    if (rc == 0) {
+        rc = text_field(m, HSM_TAG_RRN, req.rrn, sizeof(req.rrn));
+    }
+    if (rc == 0 && hsm_msg_has(m, HSM_TAG_ARC)) {
+        rc = copy_exact(m, HSM_TAG_ARC, (uint8_t *)req.arc, 2);
+    }
+    if (rc == 0) {
+        rc = copy_field(m, HSM_TAG_IAD, req.iad, sizeof(req.iad), &req.iad_len);
+    }
+    if (rc == 0) {
+        rc = hsm_op_sealed_respond(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        hsm_put_bytes(w, HSM_TAG_SEALED, resp.sealed, resp.sealed_len);
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_BDK);
+    return rc;
+}
+
+static int do_params_sign(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
+{
+    struct hsm_params_sign_req req;
+    struct hsm_params_sign_resp resp;
+    memset(&req, 0, sizeof(req));
+    req.key = kb(m, HSM_TAG_KEY_BLOCK);
+    int rc = 0;
+    if (hsm_msg_has(m, HSM_TAG_DATA)) {
+        rc = hsm_msg_bytes(m, HSM_TAG_DATA, &req.data, &req.data_len);
+    }
+    if (rc == 0) {
+        rc = hsm_op_params_sign(&c->w->vault, &req, &resp);
+    }
+    if (rc == 0) {
+        if (resp.has_sig) {
+            hsm_put_bytes(w, HSM_TAG_DATA, resp.sig, sizeof(resp.sig));
+        }
+        hsm_put_bytes(w, HSM_TAG_PUBKEY, resp.pub, sizeof(resp.pub));
+    }
+    AUDIT_BLOCKS(c, m, HSM_TAG_KEY_BLOCK);
+    return rc;
+}
+
 typedef int (*handler_fn)(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w);
 
 static const struct {
@@ -686,6 +873,10 @@ static const struct {
     {HSM_CMD_CERT_SIGN, do_cert_sign},
     {HSM_CMD_CA_CERT_CREATE, do_ca_cert_create},
     {HSM_CMD_PROVISION_TERMINAL, do_provision_terminal},
+    {HSM_CMD_KEY_FROM_COMPONENTS, do_key_from_components},
+    {HSM_CMD_SEALED_OPEN, do_sealed_open},
+    {HSM_CMD_SEALED_RESPOND, do_sealed_respond},
+    {HSM_CMD_PARAMS_SIGN, do_params_sign},
 };
 
 size_t hsmd_error_frame(uint8_t *out, size_t cap, uint16_t command, uint32_t request_id, int status)

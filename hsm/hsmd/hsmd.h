@@ -131,6 +131,7 @@ struct hsmd_worker {
     struct hsmd_kcv_entry kcv_cache[HSMD_KCV_CACHE_SIZE];
     struct hsm_card_data_resp card_resp; /* large: kept here rather than on the stack */
     struct hsm_provision_terminal_resp provision_resp; /* 9 KiB: likewise */
+    struct hsm_sealed_open_resp sealed_resp;           /* 1 KiB: likewise */
     atomic_uint n_sessions;
 };
 

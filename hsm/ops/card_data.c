@@ -49,7 +49,7 @@ static const uint32_t clear_tags[] = {
     0x9F74, /* UnionPay: electronic cash issuer authorisation code */
 };
 
-static int tag_is_clear(uint32_t tag)
+int ops_emv_tag_is_clear(uint32_t tag)
 {
     for (size_t i = 0; i < sizeof(clear_tags) / sizeof(clear_tags[0]); i++) {
         if (clear_tags[i] == tag) {
@@ -186,7 +186,7 @@ int hsm_op_card_data_translate(hsm_vault *v, const struct hsm_card_data_req *req
             }
             o57 = o;
             have_track = 1;
-        } else if (tag_is_clear(o.tag)) {
+        } else if (ops_emv_tag_is_clear(o.tag)) {
             if (resp->emv_len + o.raw_len > sizeof(resp->emv)) {
                 goto exit;
             }

@@ -199,9 +199,42 @@ static int with_ca_key(hsm_vault *v, const struct hsm_kb_in *kb, const void *req
     return rc;
 }
 
+/* RFC 1035 2.3.1 / RFC 1123 2.1 host name (preferred syntax): labels of 1 to 63 letters,
+ * digits and hyphens, not starting or ending with a hyphen, separated by single dots; 1 to 253
+ * characters in all. */
+static int dns_valid(const char *s, size_t cap)
+{
+    const char *end = memchr(s, '\0', cap);
+    size_t len, label = 0;
+    if (end == NULL) {
+        return 0;
+    }
+    len = (size_t)(end - s);
+    if (len == 0 || len > 253) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0 || s[i - 1] == '-') {
+                return 0;
+            }
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-') ||
+            (c == '-' && label == 0) || ++label > 63) {
+            return 0;
+        }
+    }
+    return label > 0 && s[len - 1] != '-';
+}
+
 int ops_cert_sign_scalar(const uint8_t priv[HSM_EC_PRIV_LEN], const struct hsm_cert_sign_req *req,
                          struct hsm_cert_sign_resp *resp)
 {
+    int server;
     EVP_PKEY *ca_key = NULL;
     X509 *ca = NULL;
     X509_REQ *csr = NULL;
@@ -220,7 +253,10 @@ int ops_cert_sign_scalar(const uint8_t priv[HSM_EC_PRIV_LEN], const struct hsm_c
         req->csr_len > HSM_CERT_MAX_LEN) {
         goto exit;
     }
-    if (!text_valid(req->serial, sizeof(req->serial), HSM_SERIAL_BUF_LEN - 1, 1)) {
+    /* The server profile names a host and no serial; the device profile the reverse. */
+    server = req->dns[0] != '\0';
+    if (server ? !dns_valid(req->dns, sizeof(req->dns)) || req->serial[0] != '\0'
+               : !text_valid(req->serial, sizeof(req->serial), HSM_SERIAL_BUF_LEN - 1, 1)) {
         rc = MPOS_ERR_FORMAT;
         goto exit;
     }
@@ -255,7 +291,7 @@ int ops_cert_sign_scalar(const uint8_t priv[HSM_EC_PRIV_LEN], const struct hsm_c
         goto exit;
     }
     /* Subject serialNumber (X.520) must be the terminal serial, exactly once. */
-    {
+    if (!server) {
         X509_NAME *n = X509_REQ_get_subject_name(csr);
         int idx = X509_NAME_get_index_by_NID(n, NID_serialNumber, -1);
         const ASN1_STRING *s;
@@ -274,8 +310,9 @@ int ops_cert_sign_scalar(const uint8_t priv[HSM_EC_PRIV_LEN], const struct hsm_c
     x = X509_new();
     subject = X509_NAME_new();
     if (x == NULL || subject == NULL || X509_set_version(x, X509_VERSION_3) != 1 ||
-        X509_NAME_add_entry_by_NID(subject, NID_serialNumber, MBSTRING_ASC,
-                                   (const unsigned char *)req->serial, -1, -1, 0) != 1 ||
+        X509_NAME_add_entry_by_NID(
+            subject, server ? NID_commonName : NID_serialNumber, MBSTRING_ASC,
+            (const unsigned char *)(server ? req->dns : req->serial), -1, -1, 0) != 1 ||
         X509_set_subject_name(x, subject) != 1 ||
         X509_set_issuer_name(x, X509_get_subject_name(ca)) != 1 ||
         X509_set_pubkey(x, dev_key) != 1) {
@@ -288,14 +325,24 @@ int ops_cert_sign_scalar(const uint8_t priv[HSM_EC_PRIV_LEN], const struct hsm_c
     if (rc != MPOS_OK) {
         goto exit;
     }
-    /* RFC 5280 4.2.1: the extensions of a device (TLS client) certificate. */
+    /* RFC 5280 4.2.1: the extensions of a device (TLS client) certificate, or of the back
+     * end's TLS server certificate (RFC 6125: the name is checked against the dNSName SAN; a
+     * TLS 1.3 server with an ECDSA key only signs, RFC 8446 4.4.3). */
     X509V3_set_ctx(&ctx, ca, x, NULL, NULL, 0);
     rc = add_ext(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
     if (rc == MPOS_OK) {
-        rc = add_ext(x, &ctx, NID_key_usage, "critical,digitalSignature,keyAgreement");
+        rc = add_ext(x, &ctx, NID_key_usage,
+                     server ? "critical,digitalSignature"
+                            : "critical,digitalSignature,keyAgreement");
     }
     if (rc == MPOS_OK) {
-        rc = add_ext(x, &ctx, NID_ext_key_usage, "clientAuth");
+        rc = add_ext(x, &ctx, NID_ext_key_usage, server ? "serverAuth" : "clientAuth");
+    }
+    if (rc == MPOS_OK && server) {
+        char san[HSM_DNS_BUF_LEN + 4];
+        memcpy(san, "DNS:", 4);
+        memcpy(san + 4, req->dns, strlen(req->dns) + 1);
+        rc = add_ext(x, &ctx, NID_subject_alt_name, san);
     }
     if (rc == MPOS_OK) {
         rc = add_ext(x, &ctx, NID_subject_key_identifier, "hash");

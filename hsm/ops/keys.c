@@ -482,3 +482,85 @@ exit:
     }
     return rc;
 }
+
+/* Forms a key from clear components entered under dual control (no one person knows the key):
+ * the XOR of 2 or 3 components. */
+int hsm_op_key_from_components(hsm_vault *v, const struct hsm_key_from_components_req *req,
+                               struct hsm_key_from_components_resp *resp)
+{
+    hsm_key key, part;
+    static const uint8_t zero[HSM_KEY_MAX_LEN];
+    int rc = MPOS_ERR_ARG;
+    memset(&key, 0, sizeof(key));
+    memset(&part, 0, sizeof(part));
+    if (resp == NULL) {
+        return MPOS_ERR_ARG;
+    }
+    memset(resp, 0, sizeof(*resp));
+    if (!ops_vault_ready(v) || req == NULL || !attr_valid(&req->attr)) {
+        goto exit;
+    }
+    if (req->n < 2 || req->n > HSM_MAX_COMPONENTS) {
+        rc = MPOS_ERR_LENGTH;
+        goto exit;
+    }
+    /* Symmetric keys with a check value only: the operators compare it. */
+    if (req->attr.algorithm != 'A' && req->attr.algorithm != 'T' && req->attr.algorithm != 'D' &&
+        req->attr.algorithm != HSM_ALG_SM4) {
+        rc = MPOS_ERR_USAGE;
+        goto exit;
+    }
+    if (!ops_key_len_valid(req->attr.algorithm, req->key_len)) {
+        rc = MPOS_ERR_KEY;
+        goto exit;
+    }
+    key.attr = req->attr;
+    key.len = req->key_len;
+    part.attr = req->attr;
+    part.len = req->key_len;
+    for (size_t i = 0; i < req->n; i++) {
+        /* A zero component adds nothing; two equal ones cancel out: both defeat dual control. */
+        rc = MPOS_ERR_KEY;
+        if (mpos_ct_equal(req->comp[i], zero, req->key_len)) {
+            goto exit;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (mpos_ct_equal(req->comp[i], req->comp[j], req->key_len)) {
+                goto exit;
+            }
+        }
+        memcpy(part.bytes, req->comp[i], req->key_len);
+        rc = ops_kcv(v, &part, resp->comp_kcv[i], &resp->kcv_len);
+        if (rc != MPOS_OK) {
+            goto exit;
+        }
+        for (size_t b = 0; b < req->key_len; b++) {
+            key.bytes[b] ^= req->comp[i][b];
+        }
+    }
+    rc = MPOS_ERR_KEY;
+    if (mpos_ct_equal(key.bytes, zero, key.len)) {
+        goto exit;
+    }
+    if (key.attr.algorithm == 'T' || key.attr.algorithm == 'D') {
+        /* FIPS 46-3: odd parity per byte; SP 800-67r2 3.3: K1 != K2 (!= K3), else the key is
+         * single DES. Parity bits are outside the key, so compare after setting them. */
+        mpos_des_set_odd_parity(key.bytes, key.len);
+        if (key.len >= 16 && (mpos_ct_equal(key.bytes, key.bytes + 8, 8) ||
+                              (key.len == 24 && (mpos_ct_equal(key.bytes + 8, key.bytes + 16, 8) ||
+                                                 mpos_ct_equal(key.bytes, key.bytes + 16, 8))))) {
+            goto exit;
+        }
+    }
+    rc = ops_kcv(v, &key, resp->kcv, &resp->kcv_len);
+    if (rc == MPOS_OK) {
+        rc = ops_store(v, &key, &resp->key);
+    }
+exit:
+    hsm_key_clear(&key);
+    hsm_key_clear(&part);
+    if (rc != MPOS_OK) {
+        mpos_cleanse(resp, sizeof(*resp));
+    }
+    return rc;
+}

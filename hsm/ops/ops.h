@@ -405,7 +405,14 @@ int hsm_op_arqc_verify(hsm_vault *v, const struct hsm_arqc_req *req,
  * ca_cert (whose public key must be the CA key's), subject = serialNumber=<serial>, a random
  * HSM_CERT_SERIAL_LEN-byte serial number, validity [not_before, not_after] (Unix seconds,
  * not_before < not_after), basicConstraints CA:FALSE (critical), keyUsage digitalSignature +
- * keyAgreement (critical), extendedKeyUsage clientAuth, subject and authority key IDs. */
+ * keyAgreement (critical), extendedKeyUsage clientAuth, subject and authority key IDs.
+ *
+ * Server profile (dns not empty; serial must then be empty): a TLS server certificate for the
+ * back end: the CSR's subject is not read (its key and self-signature are checked as above),
+ * subject = CN=<dns>, subjectAltName dNSName <dns>, keyUsage digitalSignature (critical),
+ * extendedKeyUsage serverAuth, the other extensions as above. dns: 1 to 253 characters of
+ * a-z A-Z 0-9 '-' '.', no empty label, not starting or ending with '-' or '.'. */
+#define HSM_DNS_BUF_LEN 254
 struct hsm_cert_sign_req {
     struct hsm_kb_in ca_key;
     const uint8_t *ca_cert;
@@ -415,6 +422,7 @@ struct hsm_cert_sign_req {
     char serial[HSM_SERIAL_BUF_LEN];
     int64_t not_before;
     int64_t not_after;
+    char dns[HSM_DNS_BUF_LEN]; /* "" device profile; else the server profile */
 };
 struct hsm_cert_sign_resp {
     uint8_t cert[HSM_CERT_MAX_LEN];
@@ -544,5 +552,157 @@ struct hsm_provision_terminal_resp {
 };
 int hsm_op_provision_terminal(hsm_vault *v, const struct hsm_provision_terminal_req *req,
                               struct hsm_provision_terminal_resp *resp) MPOS_MUST_CHECK;
+
+/* ==== Sealed transaction messages, parameter signing, key forming =========================
+ * Appended section (docs/system-design.md section 3; hsm/ops/sealed_ops.c, params_sign.c,
+ * keys.c). The sealed message format is terminal/core/txn/sealed.h (docs/protocol.md 2); these
+ * structs are plain so that the back end needs no terminal header: the enum values quoted in
+ * the comments are those of sealed.h and link.h. */
+
+#define HSM_SEALED_MAX_LEN        1024 /* longest sealed request (MPOS_SEALED_MAX_REQUEST_LEN) */
+#define HSM_SEALED_RESP_MAX_LEN   512  /* longest sealed response (MPOS_SEALED_MAX_RESPONSE_LEN) */
+#define HSM_SEALED_EMV_MAX_LEN    255  /* EMV data of a request (MPOS_SEALED_MAX_EMV_LEN) */
+#define HSM_SEALED_TRACK2_MAX_LEN 19   /* EMV tag 57 */
+#define HSM_SEALED_TRACK2_ENC_MAX 24   /* track 2 padded (ISO 9797-1 method 2) to whole blocks */
+#define HSM_SEALED_IAD_MAX_LEN    16
+#define HSM_EC_SIG_LEN            64 /* ECDSA P-256 signature r || s */
+
+/* The clear fields of an opened sealed request: what the back end may know in clear. Strings
+ * are NUL-terminated; "" = absent. */
+struct hsm_sealed_fields {
+    uint8_t msg_type;             /* 0x01 request, 0x02 reversal (enum mpos_sealed_msg_type) */
+    uint8_t scheme;               /* 0x11 / 0x12 / 0x13 AES DUKPT with AES-128 / 192 / 256
+                                     working keys, 0x21 TDES DUKPT (enum mpos_sealed_scheme) */
+    uint8_t ksn[HSM_KSN_MAX_LEN]; /* the request's KSN: the anti-replay counter is in it */
+    size_t ksn_len;               /* 12 AES, 10 TDES */
+    uint32_t sequence;            /* terminal sequence number: the idempotency key */
+    uint8_t txn_type;     /* 1 sale, 2 void, 3 refund, 4 balance (enum mpos_link_txn_type) */
+    uint64_t amount;      /* minor units; 0 for balance */
+    uint16_t currency;    /* ISO 4217 numeric */
+    char merchant_id[16]; /* 15 characters, ISO 8583 DE 42 */
+    char terminal_id[9];  /* 8 characters, DE 41 */
+    char datetime[15];    /* terminal clock, YYYYMMDDhhmmss UTC */
+    uint8_t entry_mode;   /* 0x00 no card, 0x05 chip, 0x90 stripe (enum mpos_entry_mode) */
+    uint8_t fallback;     /* 1: stripe read after a chip failure */
+    char masked_pan[HSM_PAN_BUF_LEN]; /* first 6 and last 4 digits, '*' between; "" no card */
+    char original_ref[33];            /* void and refund: the original's reference (RRN); else "" */
+    int has_location;                 /* 1 when the host reported its location (H-GEO-1) */
+    int32_t lat_e7;                   /* latitude, 1e-7 degrees */
+    int32_t lon_e7;                   /* longitude, 1e-7 degrees */
+    uint32_t accuracy_m;              /* metres */
+    uint64_t location_time;           /* Unix seconds, host clock */
+};
+
+/* sealed.open (0x0801): opens a terminal's sealed request with the DUKPT request keys that
+ * hsmd derives from the BDK (usage B0, mode X; AES BDK for the AES schemes, TDES BDK for
+ * TDES) and the request's KSN. The MAC is verified first (constant time): when it does not,
+ * the result is MPOS_ERR_VERIFY and nothing was decrypted (no decryption oracle). Then:
+ *   - pan, pan_hash (as hsm_op_pan_hash), psn (EMV 5F34), emv: only the allow-listed objects
+ *     of the card's EMV data (cryptogram and its inputs: hsm/ops/card_data.c's list);
+ *   - chip_card: 1 for a chip read, and for a stripe read whose track 2 service code starts
+ *     with 2 or 6 (a chip card read by its stripe);
+ *   - zpk given (usage P0, algorithm 'T', mode E or B) and the request has a PIN block:
+ *     pin_block = the PIN as ISO 9564-1 format 0 under the ZPK (ISO 8583 DE 52); the PIN
+ *     block of the request (format 4 AES / format 0 TDES under the DUKPT PIN key) is
+ *     decoded inside only. No PIN block without a zpk;
+ *   - zek given (usage D0, algorithm 'T', mode E or B) and the request carries track 2:
+ *     track2_iv and track2_enc = TDES-CBC under the ZEK with a fresh random IV of the EMV 57
+ *     bytes padded by ISO/IEC 9797-1 padding method 2.
+ * Never in the response: track 2, expiry, CVN, PIN in clear, or EMV objects off the list.
+ * Errors: MPOS_ERR_FORMAT (the clear part or, after the MAC, the content is malformed),
+ * MPOS_ERR_VERIFY (MAC), MPOS_ERR_USAGE (a key of the wrong kind, or a BDK of the other
+ * DUKPT scheme than the request's), MPOS_ERR_KSN, MPOS_ERR_DECODE (a PIN block that does not
+ * decode), MPOS_ERR_CRYPTO, MPOS_ERR_RNG. */
+struct hsm_sealed_open_req {
+    struct hsm_kb_in bdk;
+    const uint8_t *sealed; /* the whole sealed request, 1..HSM_SEALED_MAX_LEN bytes */
+    size_t sealed_len;
+    struct hsm_kb_in zpk; /* optional: len 0 = none */
+    struct hsm_kb_in zek; /* optional: len 0 = none */
+};
+struct hsm_sealed_open_resp {
+    struct hsm_sealed_fields fields;
+    char pan[HSM_PAN_BUF_LEN];           /* the PAN (DE 2, routing); "" when no card was read */
+    int has_pan_hash;                    /* 1 when pan is set */
+    uint8_t pan_hash[HSM_HASH_LEN];      /* keyed PAN hash, as pan.hash */
+    char psn[3];                         /* PAN sequence number (EMV 5F34), 2 digits; "" absent */
+    uint8_t emv[HSM_SEALED_EMV_MAX_LEN]; /* allow-listed EMV objects, BER-TLV (DE 55) */
+    size_t emv_len;
+    int chip_card; /* 1: chip read, or stripe service code 2xx / 6xx; 0 otherwise */
+    int has_pin;   /* 1 when the request carried a PIN block (whether or not zpk was given) */
+    uint8_t pin_block[8]; /* format 0 under the ZPK */
+    size_t pin_block_len; /* 8, or 0 when no PIN block or no zpk */
+    uint8_t track2_iv[8]; /* ZEK given and track 2 present */
+    uint8_t track2_enc[HSM_SEALED_TRACK2_ENC_MAX];
+    size_t track2_enc_len; /* 0 when none */
+};
+int hsm_op_sealed_open(hsm_vault *v, const struct hsm_sealed_open_req *req,
+                       struct hsm_sealed_open_resp *resp) MPOS_MUST_CHECK;
+
+/* sealed.respond (0x0802): seals the back end's response with the DUKPT response keys of the
+ * request's KSN (derived from the BDK inside hsmd). scheme, ksn and sequence are the opened
+ * request's; response_code 2 characters (required); auth_code "" or 6, rrn "" or 12, arc ""
+ * or 2 characters; iad 0 or 8..16 bytes (EMV 91). MPOS_ERR_FORMAT for a field the sealed
+ * format refuses. */
+struct hsm_sealed_respond_req {
+    struct hsm_kb_in bdk;
+    uint8_t scheme; /* as hsm_sealed_fields.scheme */
+    uint8_t ksn[HSM_KSN_MAX_LEN];
+    size_t ksn_len;
+    uint32_t sequence;
+    char response_code[3];
+    char auth_code[7];
+    char rrn[13];
+    char arc[3];
+    uint8_t iad[HSM_SEALED_IAD_MAX_LEN];
+    size_t iad_len;
+};
+struct hsm_sealed_respond_resp {
+    uint8_t sealed[HSM_SEALED_RESP_MAX_LEN];
+    size_t sealed_len;
+};
+int hsm_op_sealed_respond(hsm_vault *v, const struct hsm_sealed_respond_req *req,
+                          struct hsm_sealed_respond_resp *resp) MPOS_MUST_CHECK;
+
+/* params.sign (0x0803): ECDSA P-256 / SHA-256 with a key block (usage S0 or S1, algorithm
+ * 'E', mode S) over data, which must be exactly one whole BER-TLV object (strict encoding)
+ * with tag E6 (a parameter-key endorsement) or E4 (a parameter package's signed part,
+ * docs/protocol.md 3.1); anything else is MPOS_ERR_FORMAT, so the key signs nothing but
+ * parameters. sig = r || s (32 bytes each, big-endian). Always returned: the key's public key
+ * (the back end's tools put the signing key's into the endorsement); with no data, only it. */
+struct hsm_params_sign_req {
+    struct hsm_kb_in key;
+    const uint8_t *data; /* NULL with data_len 0: no signature, only the public key */
+    size_t data_len;     /* 0, or 2..4096 */
+};
+struct hsm_params_sign_resp {
+    uint8_t sig[HSM_EC_SIG_LEN];
+    int has_sig;
+    uint8_t pub[HSM_EC_PUB_LEN]; /* the key's public key (for the endorsement it signs) */
+};
+int hsm_op_params_sign(hsm_vault *v, const struct hsm_params_sign_req *req,
+                       struct hsm_params_sign_resp *resp) MPOS_MUST_CHECK;
+
+/* key.from-components (0x0107, role tools): forms a key from 2 or 3 clear components entered
+ * under dual control: key = XOR of the components, each key_len bytes. attr and key_len as
+ * for hsm_op_generate_key (symmetric algorithms only: 'A', 'T', 'D', 'H', SM4; B0 needs the
+ * DUKPT scheme). TDES/DES components get odd parity set after the XOR. Refused
+ * (MPOS_ERR_KEY): a component all zero, two equal components, an all-zero result. The
+ * response gives the check value of each component (of the component as a key of the same
+ * algorithm and length, as the operator computed it) and of the result. */
+struct hsm_key_from_components_req {
+    struct hsm_key_attr attr;
+    size_t key_len;
+    uint8_t comp[HSM_MAX_COMPONENTS][HSM_KEY_MAX_LEN];
+    size_t n; /* 2 or 3 */
+};
+struct hsm_key_from_components_resp {
+    struct hsm_kb_out key;
+    uint8_t kcv[HSM_KCV_LEN];
+    size_t kcv_len;
+    uint8_t comp_kcv[HSM_MAX_COMPONENTS][HSM_KCV_LEN]; /* kcv_len bytes each, n of them */
+};
+int hsm_op_key_from_components(hsm_vault *v, const struct hsm_key_from_components_req *req,
+                               struct hsm_key_from_components_resp *resp) MPOS_MUST_CHECK;
 
 #endif

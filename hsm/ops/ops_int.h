@@ -51,6 +51,10 @@ enum ops_dukpt_key {
 int ops_dukpt_working_key(hsm_vault *v, const struct hsm_dukpt_ref *ref, enum ops_dukpt_key kind,
                           hsm_key *wk, int *scheme) MPOS_MUST_CHECK;
 
+/* 1 when an EMV tag may leave hsmd in clear (the allow-list of card_data.c: the cryptogram
+ * and its inputs; never track data, expiry, PAN, name, CVN or a proprietary tag). */
+int ops_emv_tag_is_clear(uint32_t tag);
+
 /* Copies the PAN of a NUL-terminated field after checking it is 12 to 19 digits. */
 int ops_pan_check(const char pan[HSM_PAN_BUF_LEN]) MPOS_MUST_CHECK;
 

@@ -79,6 +79,34 @@ static const struct hsm_tag_info tags[HSM_PROTO_MAX_TAG + 1] = {
     TAG(HSM_TAG_BUNDLE, HSM_FT_BYTES, 8192, "bundle"),
     TAG(HSM_TAG_CERT_SHA256, HSM_FT_BYTES, 32, "cert-sha256"),
     TAG(HSM_TAG_KIND, HSM_FT_U8, 1, "kind"),
+    TAG(HSM_TAG_SEALED, HSM_FT_BYTES, 1024, "sealed"),
+    TAG(HSM_TAG_ZEK, HSM_FT_TEXT, 512, "zek"),
+    TAG(HSM_TAG_MSG_TYPE, HSM_FT_U8, 1, "msg-type"),
+    TAG(HSM_TAG_SCHEME, HSM_FT_U8, 1, "scheme"),
+    TAG(HSM_TAG_SEQUENCE, HSM_FT_U64, 8, "sequence"),
+    TAG(HSM_TAG_TXN_TYPE, HSM_FT_U8, 1, "txn-type"),
+    TAG(HSM_TAG_AMOUNT, HSM_FT_U64, 8, "amount"),
+    TAG(HSM_TAG_CURRENCY, HSM_FT_U16, 2, "currency"),
+    TAG(HSM_TAG_MERCHANT_ID, HSM_FT_TEXT, 15, "merchant-id"),
+    TAG(HSM_TAG_TERMINAL_ID, HSM_FT_TEXT, 8, "terminal-id"),
+    TAG(HSM_TAG_DATETIME, HSM_FT_DIGITS, 14, "datetime"),
+    TAG(HSM_TAG_ENTRY_MODE, HSM_FT_U8, 1, "entry-mode"),
+    TAG(HSM_TAG_FALLBACK, HSM_FT_U8, 1, "fallback"),
+    TAG(HSM_TAG_MASKED_PAN, HSM_FT_TEXT, 19, "masked-pan"),
+    TAG(HSM_TAG_ORIGINAL_REF, HSM_FT_TEXT, 32, "original-ref"),
+    TAG(HSM_TAG_LOCATION, HSM_FT_BYTES, 20, "location"),
+    TAG(HSM_TAG_CHIP_CARD, HSM_FT_U8, 1, "chip-card"),
+    TAG(HSM_TAG_TRACK2_ENC, HSM_FT_BYTES, 24, "track2-enc"),
+    TAG(HSM_TAG_RESPONSE_CODE, HSM_FT_TEXT, 2, "response-code"),
+    TAG(HSM_TAG_AUTH_CODE, HSM_FT_TEXT, 6, "auth-code"),
+    TAG(HSM_TAG_RRN, HSM_FT_TEXT, 12, "rrn"),
+    TAG(HSM_TAG_IAD, HSM_FT_BYTES, 16, "iad"),
+    TAG(HSM_TAG_HAS_PIN, HSM_FT_U8, 1, "has-pin"),
+    TAG(HSM_TAG_COMPONENT1, HSM_FT_BYTES, 64, "component1"),
+    TAG(HSM_TAG_COMPONENT2, HSM_FT_BYTES, 64, "component2"),
+    TAG(HSM_TAG_COMPONENT3, HSM_FT_BYTES, 64, "component3"),
+    TAG(HSM_TAG_COMPONENT_KCVS, HSM_FT_BYTES, 15, "component-kcvs"),
+    TAG(HSM_TAG_DNS_NAME, HSM_FT_TEXT, 253, "dns-name"),
 };
 
 const struct hsm_tag_info *hsm_proto_tag(unsigned tag)
@@ -216,9 +244,12 @@ static const struct hsm_field_spec arqc_req[] = {
     {HSM_TAG_ARC, OPT, 2, 2},   {HSM_TAG_CSU, OPT, 4, 4},       {HSM_TAG_PROP, OPT, 0, 8}};
 static const struct hsm_field_spec arqc_resp[] = {{HSM_TAG_ARPC, OPT, 4, 8}};
 
+/* A device certificate (serial) or a TLS server certificate (dns-name): exactly one of the two
+ * (checked by hsmd). */
 static const struct hsm_field_spec cert_sign_req[] = {
-    KB(HSM_TAG_KEY_BLOCK),        {HSM_TAG_CA_CERT, REQ, 1, 2048}, {HSM_TAG_CSR, REQ, 1, 2048},
-    {HSM_TAG_SERIAL, REQ, 1, 32}, {HSM_TAG_NOT_BEFORE, REQ, 8, 8}, {HSM_TAG_NOT_AFTER, REQ, 8, 8}};
+    KB(HSM_TAG_KEY_BLOCK),          {HSM_TAG_CA_CERT, REQ, 1, 2048}, {HSM_TAG_CSR, REQ, 1, 2048},
+    {HSM_TAG_SERIAL, OPT, 1, 32},   {HSM_TAG_NOT_BEFORE, REQ, 8, 8}, {HSM_TAG_NOT_AFTER, REQ, 8, 8},
+    {HSM_TAG_DNS_NAME, OPT, 1, 253}};
 static const struct hsm_field_spec cert_sign_resp[] = {{HSM_TAG_CERT, REQ, 1, 2048},
                                                        {HSM_TAG_CERT_SERIAL, REQ, 16, 16}};
 
@@ -243,6 +274,49 @@ static const struct hsm_field_spec provision_terminal_resp[] = {
     {HSM_TAG_CERT_SERIAL, REQ, 16, 16}, {HSM_TAG_KIND, REQ, 1, 1},
     {HSM_TAG_KEY_ID, OPT, 8, 10},       {HSM_TAG_KCV, REQ, 3, 5},
     {HSM_TAG_KEY_BLOCK, OPT, 16, 512}};
+
+/* Sealed messages (docs/system-design.md section 3). */
+static const struct hsm_field_spec sealed_open_req[] = {KB(HSM_TAG_BDK),
+                                                        {HSM_TAG_SEALED, REQ, 1, 1024},
+                                                        {HSM_TAG_DEST_KEY, OPT, 16, 512},
+                                                        {HSM_TAG_ZEK, OPT, 16, 512}};
+static const struct hsm_field_spec sealed_open_resp[] = {
+    {HSM_TAG_MSG_TYPE, REQ, 1, 1},     {HSM_TAG_SCHEME, REQ, 1, 1},
+    {HSM_TAG_KSN, REQ, 10, 12},        {HSM_TAG_SEQUENCE, REQ, 8, 8},
+    {HSM_TAG_TXN_TYPE, REQ, 1, 1},     {HSM_TAG_AMOUNT, REQ, 8, 8},
+    {HSM_TAG_CURRENCY, REQ, 2, 2},     {HSM_TAG_MERCHANT_ID, REQ, 15, 15},
+    {HSM_TAG_TERMINAL_ID, REQ, 8, 8},  {HSM_TAG_DATETIME, REQ, 14, 14},
+    {HSM_TAG_ENTRY_MODE, REQ, 1, 1},   {HSM_TAG_FALLBACK, REQ, 1, 1},
+    {HSM_TAG_MASKED_PAN, OPT, 12, 19}, {HSM_TAG_ORIGINAL_REF, OPT, 1, 32},
+    {HSM_TAG_LOCATION, OPT, 20, 20},   {HSM_TAG_PAN, OPT, 12, 19},
+    {HSM_TAG_HASH, OPT, 32, 32},       {HSM_TAG_PSN, OPT, 2, 2},
+    {HSM_TAG_EMV, OPT, 1, 255},        {HSM_TAG_CHIP_CARD, REQ, 1, 1},
+    {HSM_TAG_HAS_PIN, REQ, 1, 1},      {HSM_TAG_PIN_BLOCK, OPT, 8, 8},
+    {HSM_TAG_IV, OPT, 8, 8},           {HSM_TAG_TRACK2_ENC, OPT, 8, 24}};
+static const struct hsm_field_spec sealed_respond_req[] = {KB(HSM_TAG_BDK),
+                                                           {HSM_TAG_SCHEME, REQ, 1, 1},
+                                                           {HSM_TAG_KSN, REQ, 10, 12},
+                                                           {HSM_TAG_SEQUENCE, REQ, 8, 8},
+                                                           {HSM_TAG_RESPONSE_CODE, REQ, 2, 2},
+                                                           {HSM_TAG_AUTH_CODE, OPT, 6, 6},
+                                                           {HSM_TAG_RRN, OPT, 12, 12},
+                                                           {HSM_TAG_ARC, OPT, 2, 2},
+                                                           {HSM_TAG_IAD, OPT, 8, 16}};
+static const struct hsm_field_spec sealed_respond_resp[] = {{HSM_TAG_SEALED, REQ, 1, 512}};
+
+/* Without data: the key's public key only. */
+static const struct hsm_field_spec params_sign_req[] = {KB(HSM_TAG_KEY_BLOCK),
+                                                        {HSM_TAG_DATA, OPT, 2, 4096}};
+static const struct hsm_field_spec params_sign_resp[] = {{HSM_TAG_DATA, OPT, 64, 64},
+                                                         {HSM_TAG_PUBKEY, REQ, 65, 65}};
+
+static const struct hsm_field_spec key_from_components_req[] = {
+    {HSM_TAG_KEY_USAGE, REQ, 2, 2},   {HSM_TAG_ALGORITHM, REQ, 1, 1},
+    {HSM_TAG_MODE, REQ, 1, 1},        {HSM_TAG_EXPORTABILITY, REQ, 1, 1},
+    {HSM_TAG_DUKPT, OPT, 1, 1},       {HSM_TAG_COMPONENT1, REQ, 8, 64},
+    {HSM_TAG_COMPONENT2, REQ, 8, 64}, {HSM_TAG_COMPONENT3, OPT, 8, 64}};
+static const struct hsm_field_spec key_from_components_resp[] = {
+    KB(HSM_TAG_KEY_BLOCK), {HSM_TAG_KCV, REQ, 3, 5}, {HSM_TAG_COMPONENT_KCVS, REQ, 6, 15}};
 
 static const struct hsm_command commands[] = {
     {HSM_CMD_STATUS, "status", NONE, SCHEMA(status_resp)},
@@ -272,6 +346,12 @@ static const struct hsm_command commands[] = {
     {HSM_CMD_CA_CERT_CREATE, "cert.ca-create", SCHEMA(ca_cert_create_req), SCHEMA(cert_sign_resp)},
     {HSM_CMD_PROVISION_TERMINAL, "provision.terminal", SCHEMA(provision_terminal_req),
      SCHEMA(provision_terminal_resp)},
+    {HSM_CMD_KEY_FROM_COMPONENTS, "key.from-components", SCHEMA(key_from_components_req),
+     SCHEMA(key_from_components_resp)},
+    {HSM_CMD_SEALED_OPEN, "sealed.open", SCHEMA(sealed_open_req), SCHEMA(sealed_open_resp)},
+    {HSM_CMD_SEALED_RESPOND, "sealed.respond", SCHEMA(sealed_respond_req),
+     SCHEMA(sealed_respond_resp)},
+    {HSM_CMD_PARAMS_SIGN, "params.sign", SCHEMA(params_sign_req), SCHEMA(params_sign_resp)},
 };
 
 const struct hsm_command *hsm_proto_command(uint16_t code)

@@ -31,7 +31,7 @@
 #define HSM_PROTO_MAX_REQUEST       65536 /* highest limit a server may be configured with */
 #define HSM_PROTO_MAX_RESPONSE      65536 /* longest response body a client accepts */
 #define HSM_PROTO_MAX_TAG           127   /* tags are 1..127 */
-#define HSM_PROTO_MAX_SCHEMA_FIELDS 16    /* fields of one message schema */
+#define HSM_PROTO_MAX_SCHEMA_FIELDS 32    /* fields of one message schema */
 #define HSM_PROTO_NAME_MAX_LEN      24    /* longest command name */
 
 /* Status of a response (one byte). 0 is success; every other value is an error class and the
@@ -144,7 +144,38 @@ enum hsm_tag {
     HSM_TAG_TRUST_ANCHOR = 69, /* bytes: DER certificate of the back end's TLS trust anchor */
     HSM_TAG_BUNDLE = 70,       /* bytes: a provisioning bundle (mpos/provision.h), to 8192 */
     HSM_TAG_CERT_SHA256 = 71,  /* bytes: SHA-256 fingerprint of a certificate, 32 */
-    HSM_TAG_KIND = 72          /* u8: provisioned key kind (enum mpos_provision_kind) */
+    HSM_TAG_KIND = 72,         /* u8: provisioned key kind (enum mpos_provision_kind) */
+    /* Sealed messages (sealed.open / sealed.respond), params.sign, key.from-components,
+     * cert.sign's server profile. */
+    HSM_TAG_SEALED = 73,         /* bytes: a whole sealed request or response, to 1024 */
+    HSM_TAG_ZEK = 74,            /* text: key block of a zone encryption key (track 2, DE 62) */
+    HSM_TAG_MSG_TYPE = 75,       /* u8: sealed message type (1 request, 2 reversal) */
+    HSM_TAG_SCHEME = 76,         /* u8: sealed key scheme (0x11..0x13 AES, 0x21 TDES) */
+    HSM_TAG_SEQUENCE = 77,       /* u64: terminal sequence number (0..2^32-1) */
+    HSM_TAG_TXN_TYPE = 78,       /* u8: transaction type (1 sale .. 4 balance) */
+    HSM_TAG_AMOUNT = 79,         /* u64: amount, minor units */
+    HSM_TAG_CURRENCY = 80,       /* u16: ISO 4217 numeric */
+    HSM_TAG_MERCHANT_ID = 81,    /* text: merchant ID, 15 */
+    HSM_TAG_TERMINAL_ID = 82,    /* text: terminal ID, 8 */
+    HSM_TAG_DATETIME = 83,       /* digits: YYYYMMDDhhmmss, 14 */
+    HSM_TAG_ENTRY_MODE = 84,     /* u8: POS entry mode (0x00, 0x05, 0x90) */
+    HSM_TAG_FALLBACK = 85,       /* u8: 1 stripe fallback after a chip failure */
+    HSM_TAG_MASKED_PAN = 86,     /* text: masked PAN (first 6, last 4), 12..19 */
+    HSM_TAG_ORIGINAL_REF = 87,   /* text: original reference, 1..32 */
+    HSM_TAG_LOCATION = 88,       /* bytes: lat_e7 (4) || lon_e7 (4) || accuracy_m (4) || time (8),
+                                    big-endian, signed as two's complement */
+    HSM_TAG_CHIP_CARD = 89,      /* u8: 1 chip card (chip read, or service code 2xx/6xx) */
+    HSM_TAG_TRACK2_ENC = 90,     /* bytes: track 2 under the ZEK (TDES-CBC, IV in `iv`), 8..24 */
+    HSM_TAG_RESPONSE_CODE = 91,  /* text: response code, 2 */
+    HSM_TAG_AUTH_CODE = 92,      /* text: authorisation code, 6 */
+    HSM_TAG_RRN = 93,            /* text: retrieval reference number, 12 */
+    HSM_TAG_IAD = 94,            /* bytes: issuer authentication data (EMV 91), 8..16 */
+    HSM_TAG_HAS_PIN = 95,        /* u8: 1 when the sealed request carried a PIN block */
+    HSM_TAG_COMPONENT1 = 96,     /* bytes: clear key component 1 (key.from-components) */
+    HSM_TAG_COMPONENT2 = 97,     /* bytes: clear key component 2 */
+    HSM_TAG_COMPONENT3 = 98,     /* bytes: clear key component 3 (optional) */
+    HSM_TAG_COMPONENT_KCVS = 99, /* bytes: the components' check values, one after the other */
+    HSM_TAG_DNS_NAME = 100       /* text: DNS name of a TLS server certificate, 1..253 */
 };
 
 struct hsm_tag_info {
@@ -191,6 +222,7 @@ enum hsm_command_code {
     HSM_CMD_KEY_EXPORT = 0x0104,
     HSM_CMD_DUKPT_INITIAL_KEY = 0x0105,
     HSM_CMD_MKWK_GENERATE = 0x0106,
+    HSM_CMD_KEY_FROM_COMPONENTS = 0x0107,
     HSM_CMD_PIN_TRANSLATE_DUKPT = 0x0201,
     HSM_CMD_PIN_TRANSLATE = 0x0202,
     HSM_CMD_PIN_VERIFY_PVV = 0x0203,
@@ -204,7 +236,10 @@ enum hsm_command_code {
     HSM_CMD_ARQC_VERIFY = 0x0601,
     HSM_CMD_CERT_SIGN = 0x0701,
     HSM_CMD_CA_CERT_CREATE = 0x0702,
-    HSM_CMD_PROVISION_TERMINAL = 0x0703
+    HSM_CMD_PROVISION_TERMINAL = 0x0703,
+    HSM_CMD_SEALED_OPEN = 0x0801,
+    HSM_CMD_SEALED_RESPOND = 0x0802,
+    HSM_CMD_PARAMS_SIGN = 0x0803
 };
 
 /* The command of a code or a name, NULL if there is none. */

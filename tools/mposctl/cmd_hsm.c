@@ -17,9 +17,7 @@
 #include "mpos/provision.h"
 #include "mpos/util.h"
 
-#ifdef MPOSCTL_HAVE_HSM
-#include "client.h"
-#endif
+#include "ctl_hsm.h"
 
 static const char help_hsm_status[] =
     "usage: mposctl hsm status [--hsm SOCKET]\n"
@@ -67,14 +65,38 @@ static const char help_key_generate[] =
 static const char help_key_import[] =
     "usage: mposctl key import --label LABEL --kek LABEL --block-file FILE [--kcv HEX]\n"
     "                          [--dukpt aes|tdes]\n"
+    "       mposctl key import --label LABEL --components 2|3 --usage USAGE\n"
+    "                          --algorithm aes|tdes [--length BYTES] [--mode MODE]\n"
+    "                          [--exportable]\n"
     "Imports a key received as a TR-31 block under a KEK (a K0/K1 key in the database),\n"
     "re-wrapped by mpos-hsmd under the LMK. FILE holds the block ('-': standard input).\n"
-    "--kcv: the check value the sender announced (compared inside mpos-hsmd).\n";
+    "--kcv: the check value the sender announced (compared inside mpos-hsmd).\n"
+    "With --components: forms the key inside mpos-hsmd from clear components entered under\n"
+    "dual control, one hex component per line on standard input (never argv), each --length\n"
+    "bytes (default 16); the key is their XOR. Prints each component's check value, for its\n"
+    "custodian to compare, then LABEL KCV of the key. A B0 key (a BDK to share, e.g. with a\n"
+    "test network) gets its DUKPT scheme from the algorithm.\n";
 
 static const char help_key_export[] =
     "usage: mposctl key export --label LABEL --kek LABEL [--exportability N|E]\n"
     "Exports an exportable key as a TR-31 block under a KEK (default exportability of the\n"
     "block: N, so the receiver cannot pass it on). Prints the block, then its KCV.\n";
+
+static const char help_bdk_import[] =
+    "usage: mposctl bdk import --label LABEL --kek LABEL --block-file FILE --key-set-id HEX\n"
+    "                          [--first-device N] [--kcv HEX]\n"
+    "Imports a BDK received as a TR-31 block (usage B0) under a KEK in the database, and\n"
+    "creates its KSN allocator, in one transaction (as bdk create). --key-set-id: AES the\n"
+    "4-byte BDK ID (8 hex), TDES the 5-byte key set ID (10 hex).\n";
+
+static const char help_cert_sign[] =
+    "usage: mposctl cert sign --ca-key LABEL --ca-cert FILE --csr FILE --dns NAME --out FILE\n"
+    "                         [--validity DAYS]\n"
+    "Has mpos-hsmd issue a TLS server certificate (X.509 v3, DER; subject CN=NAME, DNS\n"
+    "subjectAltName NAME, extendedKeyUsage serverAuth) for the P-256 key of a PKCS#10 request\n"
+    "(DER or PEM), signed by a CA key (S1/S0, ec) whose certificate is FILE: the back end's.\n"
+    "Writes the certificate to --out (DER; not overwritten), prints its SHA-256. --validity 1\n"
+    "to 825 days (default 365).\n";
 
 static const char help_ca_create[] =
     "usage: mposctl ca create --key LABEL --cn NAME [--out FILE] [--validity DAYS]\n"
@@ -408,13 +430,110 @@ exit:
     return rc;
 }
 
+/* key import --components: the key from 2 or 3 clear components read from stdin (dual
+ * control: each custodian types theirs; they never reach argv, the database or the output). */
+static int key_from_components(struct ctl *c, struct ctl_opt *opts, size_t nopts)
+{
+    struct hsm_key_from_components_req req;
+    struct hsm_key_from_components_resp resp;
+    hsm_client hc;
+    char line[2 * HSM_KEY_MAX_LEN + 8], hex[2 * HSM_KCV_LEN + 1];
+    size_t len = 16;
+    const char *label = ctl_get(opts, nopts, "label");
+    const char *n_arg = ctl_get(opts, nopts, "components");
+    const char *usage = ctl_get(opts, nopts, "usage");
+    const char *alg = ctl_get(opts, nopts, "algorithm");
+    const char *length = ctl_get(opts, nopts, "length");
+    const char *mode = ctl_get(opts, nopts, "mode");
+    int rc;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    if (ctl_get(opts, nopts, "kek") != NULL || ctl_get(opts, nopts, "block-file") != NULL ||
+        ctl_get(opts, nopts, "kcv") != NULL || ctl_get(opts, nopts, "dukpt") != NULL) {
+        return ctl_error(c, CTL_USAGE, "--components: no --kek, --block-file, --kcv or --dukpt");
+    }
+    if (label == NULL || usage == NULL || alg == NULL) {
+        return ctl_error(c, CTL_USAGE, "missing --label, --usage or --algorithm (try --help)");
+    }
+    if (strcmp(n_arg, "2") != 0 && strcmp(n_arg, "3") != 0) {
+        return ctl_error(c, CTL_USAGE, "--components: 2 or 3");
+    }
+    req.n = (size_t)(n_arg[0] - '0');
+    if (strlen(usage) != 2 || usage[0] < 'A' || usage[0] > 'Z') {
+        return ctl_error(c, CTL_USAGE, "--usage: a TR-31 key usage such as P0, K0, B0");
+    }
+    if (strcmp(alg, "aes") == 0) {
+        req.attr.algorithm = 'A';
+    } else if (strcmp(alg, "tdes") == 0) {
+        req.attr.algorithm = 'T';
+    } else {
+        return ctl_error(c, CTL_USAGE, "--algorithm: aes or tdes");
+    }
+    if (length != NULL) {
+        if (strcmp(length, "16") != 0 && strcmp(length, "24") != 0 &&
+            (strcmp(length, "32") != 0 || req.attr.algorithm != 'A')) {
+            return ctl_error(c, CTL_USAGE, "--length: 16, 24 or 32 (aes); 16 or 24 (tdes)");
+        }
+        len = (size_t)atoi(length);
+    }
+    if (mode != NULL && (strlen(mode) != 1 || strchr("BCDEGSTVXY", mode[0]) == NULL)) {
+        return ctl_error(c, CTL_USAGE, "--mode: one TR-31 mode of use letter");
+    }
+    memcpy(req.attr.usage, usage, 3);
+    req.attr.mode = mode != NULL ? mode[0] : default_mode(usage);
+    req.attr.exportability = ctl_get(opts, nopts, "exportable") != NULL ? 'E' : 'N';
+    if (strcmp(usage, "B0") == 0) {
+        req.attr.dukpt = req.attr.algorithm == 'A' ? 1 : 2;
+    }
+    req.key_len = len;
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = label_free(c, label);
+    }
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    for (size_t i = 0; i < req.n; i++) {
+        size_t got = 0;
+        if (fgets(line, sizeof(line), stdin) == NULL) {
+            rc = ctl_error(c, CTL_USAGE, "component %zu: missing on standard input", i + 1);
+            goto exit;
+        }
+        line[strcspn(line, "\r\n")] = '\0';
+        if (mpos_hex_decode(line, req.comp[i], sizeof(req.comp[i]), &got) != MPOS_OK ||
+            got != len) {
+            rc = ctl_error(c, CTL_USAGE, "component %zu: %zu bytes of hex", i + 1, len);
+            goto exit;
+        }
+    }
+    rc = hsm_open(c, &hc);
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    rc = hsm_client_key_from_components(&hc, &req, &resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        rc = hsm_error(c, rc, "key import");
+        goto exit;
+    }
+    for (size_t i = 0; i < req.n; i++) {
+        mpos_hex_encode(resp.comp_kcv[i], resp.kcv_len, hex);
+        fprintf(c->out, "component-%zu-kcv %s\n", i + 1, hex);
+    }
+    rc = stored_key_output(c, label, &resp.key, resp.kcv, resp.kcv_len);
+exit:
+    MPOS_WIPE_BUFFER(line);
+    MPOS_WIPE_CTX(&req);
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
 static int key_import(struct ctl *c, int argc, char **argv)
 {
-    struct ctl_opt opts[] = {{"label", 1, NULL},
-                             {"kek", 1, NULL},
-                             {"block-file", 1, NULL},
-                             {"kcv", 1, NULL},
-                             {"dukpt", 1, NULL}};
+    struct ctl_opt opts[] = {{"label", 1, NULL}, {"kek", 1, NULL},       {"block-file", 1, NULL},
+                             {"kcv", 1, NULL},   {"dukpt", 1, NULL},     {"components", 1, NULL},
+                             {"usage", 1, NULL}, {"algorithm", 1, NULL}, {"length", 1, NULL},
+                             {"mode", 1, NULL},  {"exportable", 0, NULL}};
     struct hsm_import_key_req req;
     struct hsm_import_key_resp resp;
     struct mpos_store_key kek;
@@ -424,6 +543,18 @@ static int key_import(struct ctl *c, int argc, char **argv)
     int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_key_import);
     if (rc != CTL_OK) {
         return rc;
+    }
+    if (ctl_get(opts, CTL_NOPTS(opts), "components") != NULL) {
+        return key_from_components(c, opts, CTL_NOPTS(opts));
+    }
+    if (ctl_get(opts, CTL_NOPTS(opts), "usage") != NULL ||
+        ctl_get(opts, CTL_NOPTS(opts), "algorithm") != NULL ||
+        ctl_get(opts, CTL_NOPTS(opts), "length") != NULL ||
+        ctl_get(opts, CTL_NOPTS(opts), "mode") != NULL ||
+        ctl_get(opts, CTL_NOPTS(opts), "exportable") != NULL) {
+        return ctl_error(c, CTL_USAGE,
+                         "--usage, --algorithm, --length, --mode, --exportable: "
+                         "only with --components");
     }
     const char *label = ctl_get(opts, CTL_NOPTS(opts), "label");
     const char *kek_label = ctl_get(opts, CTL_NOPTS(opts), "kek");
@@ -1222,6 +1353,259 @@ static int ca_create(struct ctl *c, int argc, char **argv)
     return CTL_OK;
 }
 
+/* bdk import: a BDK received under a KEK, and its KSN allocator, together or not at all. */
+static int bdk_import(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {{"label", 1, NULL},        {"kek", 1, NULL},
+                             {"block-file", 1, NULL},   {"key-set-id", 1, NULL},
+                             {"first-device", 1, NULL}, {"kcv", 1, NULL}};
+    struct hsm_import_key_req req;
+    struct hsm_import_key_resp resp;
+    struct mpos_store_key kek;
+    hsm_client hc;
+    uint8_t *block = NULL, ksi[5];
+    size_t block_len = 0, ksi_len = 0;
+    char ksi_hex[11], kcv[2 * HSM_KCV_LEN + 1];
+    int64_t first = 1;
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_bdk_import);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    const char *label = ctl_get(opts, CTL_NOPTS(opts), "label");
+    const char *kek_label = ctl_get(opts, CTL_NOPTS(opts), "kek");
+    const char *file = ctl_get(opts, CTL_NOPTS(opts), "block-file");
+    const char *ksi_arg = ctl_get(opts, CTL_NOPTS(opts), "key-set-id");
+    const char *first_arg = ctl_get(opts, CTL_NOPTS(opts), "first-device");
+    const char *kcv_arg = ctl_get(opts, CTL_NOPTS(opts), "kcv");
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    if (label == NULL || kek_label == NULL || file == NULL || ksi_arg == NULL) {
+        return ctl_error(c, CTL_USAGE,
+                         "missing --label, --kek, --block-file or --key-set-id (try --help)");
+    }
+    if (mpos_hex_decode(ksi_arg, ksi, sizeof(ksi), &ksi_len) != MPOS_OK ||
+        (ksi_len != 4 && ksi_len != 5)) {
+        return ctl_error(c, CTL_USAGE, "--key-set-id: 8 hex (aes) or 10 hex (tdes)");
+    }
+    if (kcv_arg != NULL && (mpos_hex_decode(kcv_arg, req.expected_kcv, HSM_KCV_LEN,
+                                            &req.expected_kcv_len) != MPOS_OK ||
+                            req.expected_kcv_len < 2)) {
+        return ctl_error(c, CTL_USAGE, "--kcv: 2 to 5 bytes of hex");
+    }
+    if (first_arg != NULL &&
+        (strspn(first_arg, "0123456789") != strlen(first_arg) ||
+         !ctl_duration(first_arg, 0, ksi_len == 4 ? 4294967295LL : 524287, &first))) {
+        return ctl_error(c, CTL_USAGE, "--first-device: a device ID the scheme allows");
+    }
+    mpos_hex_encode(ksi, ksi_len, ksi_hex);
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = label_free(c, label);
+    }
+    if (rc == CTL_OK) {
+        rc = load_block(c, "kek", kek_label, &kek, &req.kek);
+    }
+    if (rc == CTL_OK) {
+        rc = read_file(c, file, &block, &block_len, HSM_KEYBLOCK_MAX_LEN + 2);
+    }
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    while (block_len > 0 && (block[block_len - 1] == '\n' || block[block_len - 1] == '\r')) {
+        block[--block_len] = '\0';
+    }
+    req.block.text = (const char *)block;
+    req.block.len = block_len;
+    /* The scheme follows the key set ID's length; hsmd checks it against the algorithm. */
+    req.dukpt = ksi_len == 4 ? 1 : 2;
+    rc = hsm_open(c, &hc);
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    rc = hsm_client_import_key(&hc, &req, &resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        rc = hsm_error(c, rc, "bdk import");
+        goto exit;
+    }
+    if (strcmp(resp.attr.usage, "B0") != 0 || resp.attr.dukpt != req.dukpt) {
+        rc = ctl_error(c, CTL_FAIL, "bdk import: the block is not a %s BDK (usage B0)",
+                       ksi_len == 4 ? "AES" : "TDES");
+        goto exit;
+    }
+    enum mpos_terminal_scheme scheme =
+        ksi_len == 4 ? MPOS_SCHEME_AES_DUKPT : MPOS_SCHEME_TDES_DUKPT;
+    mpos_hex_encode(resp.kcv, resp.kcv_len, kcv);
+    rc = mpos_store_begin(c->st);
+    if (rc == MPOS_OK) {
+        rc = mpos_store_key_put(c->st, label, resp.key.text, kcv, c->now);
+    }
+    if (rc == MPOS_OK) {
+        rc = mpos_store_ksn_allocator_create(c->st, scheme, ksi_hex, label, first, c->now);
+    }
+    if (rc == MPOS_OK) {
+        rc = mpos_store_commit(c->st);
+    } else {
+        mpos_store_rollback(c->st);
+    }
+    if (rc == MPOS_STORE_EXISTS) {
+        rc = ctl_error(c, CTL_FAIL, "key set ID %s or label %s already in use", ksi_hex, label);
+        goto exit;
+    }
+    if (rc != MPOS_OK) {
+        rc = ctl_store_error(c, rc, "bdk import");
+        goto exit;
+    }
+    fprintf(c->out,
+            "label       %s\ntype        %s\nkcv         %s\nscheme      %s\nkey-set-id  %s\n",
+            label, resp.attr.algorithm == 'A' ? "aes" : "tdes", kcv,
+            mpos_terminal_scheme_name(scheme), ksi_hex);
+    rc = CTL_OK;
+exit:
+    if (block != NULL) {
+        mpos_cleanse(block, block_len);
+        free(block);
+    }
+    MPOS_WIPE_CTX(&resp);
+    return rc;
+}
+
+/* The DER of a PKCS#10 request given as DER or one PEM block. */
+static int csr_der(struct ctl *c, uint8_t *buf, size_t len, uint8_t *out, size_t cap,
+                   size_t *out_len)
+{
+    if (len > 0 && buf[0] == 0x30) {
+        if (len > cap) {
+            return ctl_error(c, CTL_FAIL, "--csr: larger than %zu bytes", cap);
+        }
+        memcpy(out, buf, len);
+        *out_len = len;
+        return CTL_OK;
+    }
+    /* PEM: the base64 between the BEGIN and END lines. */
+    const char *b = strstr((const char *)buf, "-----BEGIN ");
+    const char *e = b != NULL ? strstr(b + 11, "-----END ") : NULL;
+    b = b != NULL ? strchr(b + 11, '\n') : NULL;
+    if (b == NULL || e == NULL || e < b) {
+        return ctl_error(c, CTL_FAIL, "--csr: neither DER nor PEM");
+    }
+    EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
+    int n1 = 0, n2 = 0;
+    if (ctx == NULL || (size_t)(e - b) * 3 / 4 + 3 > cap) {
+        EVP_ENCODE_CTX_free(ctx);
+        return ctl_error(c, CTL_FAIL, "--csr: too large");
+    }
+    EVP_DecodeInit(ctx);
+    int ok = EVP_DecodeUpdate(ctx, out, &n1, (const unsigned char *)b, (int)(e - b)) >= 0 &&
+             EVP_DecodeFinal(ctx, out + n1, &n2) == 1;
+    EVP_ENCODE_CTX_free(ctx);
+    if (!ok) {
+        return ctl_error(c, CTL_FAIL, "--csr: bad PEM");
+    }
+    *out_len = (size_t)(n1 + n2);
+    return CTL_OK;
+}
+
+static int cert_sign(struct ctl *c, int argc, char **argv)
+{
+    struct ctl_opt opts[] = {{"ca-key", 1, NULL}, {"ca-cert", 1, NULL}, {"csr", 1, NULL},
+                             {"dns", 1, NULL},    {"out", 1, NULL},     {"validity", 1, NULL}};
+    struct hsm_cert_sign_req req;
+    struct hsm_cert_sign_resp resp;
+    struct mpos_store_key key;
+    hsm_client hc;
+    uint8_t *ca = NULL, *csr = NULL, der[HSM_CERT_MAX_LEN], fp[32];
+    size_t ca_len = 0, csr_len = 0, der_len = 0;
+    char fp_hex[65];
+    int64_t days = 365;
+    int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_cert_sign);
+    if (rc != CTL_OK) {
+        return rc;
+    }
+    const char *label = ctl_get(opts, CTL_NOPTS(opts), "ca-key");
+    const char *ca_file = ctl_get(opts, CTL_NOPTS(opts), "ca-cert");
+    const char *csr_file = ctl_get(opts, CTL_NOPTS(opts), "csr");
+    const char *dns = ctl_get(opts, CTL_NOPTS(opts), "dns");
+    const char *out = ctl_get(opts, CTL_NOPTS(opts), "out");
+    const char *validity = ctl_get(opts, CTL_NOPTS(opts), "validity");
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    if (label == NULL || ca_file == NULL || csr_file == NULL || dns == NULL || out == NULL) {
+        return ctl_error(c, CTL_USAGE,
+                         "missing --ca-key, --ca-cert, --csr, --dns or --out (try --help)");
+    }
+    if (strlen(dns) == 0 || strlen(dns) >= sizeof(req.dns)) {
+        return ctl_error(c, CTL_USAGE, "--dns: a host name, 1 to 253 characters");
+    }
+    if (validity != NULL && (strspn(validity, "0123456789") != strlen(validity) ||
+                             !ctl_duration(validity, 1, 825, &days))) {
+        return ctl_error(c, CTL_USAGE, "--validity: 1 to 825 days");
+    }
+    memcpy(req.dns, dns, strlen(dns) + 1);
+    req.not_before = c->now;
+    req.not_after = c->now + days * 86400;
+    rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = load_block(c, "ca-key", label, &key, &req.ca_key);
+    }
+    if (rc == CTL_OK) {
+        rc = read_file(c, ca_file, &ca, &ca_len, HSM_CERT_MAX_LEN);
+    }
+    if (rc == CTL_OK) {
+        rc = read_file(c, csr_file, &csr, &csr_len, 3 * HSM_CERT_MAX_LEN);
+    }
+    if (rc == CTL_OK) {
+        rc = csr_der(c, csr, csr_len, der, sizeof(der), &der_len);
+    }
+    if (rc == CTL_OK) {
+        rc = hsm_open(c, &hc);
+    }
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    req.ca_cert = ca;
+    req.ca_cert_len = ca_len;
+    req.csr = der;
+    req.csr_len = der_len;
+    rc = hsm_client_cert_sign(&hc, &req, &resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        rc = hsm_error(c, rc, "cert sign");
+        goto exit;
+    }
+    if (sha256(resp.cert, resp.cert_len, fp) != MPOS_OK) {
+        rc = ctl_error(c, CTL_FAIL, "SHA-256 failed");
+        goto exit;
+    }
+    rc = write_cert(c, out, resp.cert, resp.cert_len);
+    if (rc == CTL_OK) {
+        mpos_hex_encode(fp, sizeof(fp), fp_hex);
+        fprintf(c->out, "cert-sha256 %s\n", fp_hex);
+    }
+exit:
+    free(ca);
+    free(csr);
+    return rc;
+}
+
+/* ---- shared with the other command files (ctl_hsm.h) ----------------------------------- */
+
+int ctl_hsm_open(struct ctl *c, hsm_client *hc)
+{
+    return hsm_open(c, hc);
+}
+
+int ctl_hsm_error(struct ctl *c, int rc, const char *what)
+{
+    return hsm_error(c, rc, what);
+}
+
+int ctl_hsm_load_block(struct ctl *c, const char *opt, const char *label,
+                       struct mpos_store_key *k, struct hsm_kb_in *in)
+{
+    return load_block(c, opt, label, k, in);
+}
+
 #endif /* MPOSCTL_HAVE_HSM */
 
 #if defined(MPOSCTL_HAVE_HSM) && defined(MPOSCTL_HAVE_VAULT)
@@ -1335,6 +1719,8 @@ HSM_STUB(key_export, help_key_export)
 HSM_STUB(bdk_create, help_bdk_create)
 HSM_STUB(provision, help_provision)
 HSM_STUB(ca_create, help_ca_create)
+HSM_STUB(bdk_import, help_bdk_import)
+HSM_STUB(cert_sign, help_cert_sign)
 #endif
 
 int ctl_key_generate(struct ctl *c, int argc, char **argv)
@@ -1374,7 +1760,15 @@ int cmd_ca(struct ctl *c, int argc, char **argv)
 
 int cmd_bdk(struct ctl *c, int argc, char **argv)
 {
-    static const struct ctl_command cmds[] = {{"create", bdk_create}, {NULL, NULL}};
+    static const struct ctl_command cmds[] = {
+        {"create", bdk_create}, {"import", bdk_import}, {NULL, NULL}};
     return ctl_dispatch(c, argc, argv, cmds,
-                        "usage: mposctl bdk create   (mposctl bdk create --help)\n");
+                        "usage: mposctl bdk create | import   (mposctl bdk <command> --help)\n");
+}
+
+int cmd_cert(struct ctl *c, int argc, char **argv)
+{
+    static const struct ctl_command cmds[] = {{"sign", cert_sign}, {NULL, NULL}};
+    return ctl_dispatch(c, argc, argv, cmds,
+                        "usage: mposctl cert sign   (mposctl cert sign --help)\n");
 }

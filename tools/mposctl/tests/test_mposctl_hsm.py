@@ -10,6 +10,7 @@ Exit 77 (skipped) when openssl or python3-cryptography is missing. With MPOS_TES
 set, every file (database, audit logs, bundles) is written under it and kept for the secret
 scan (tests/secret_scan.py).
 """
+import hashlib
 import os
 import re
 import shutil
@@ -445,6 +446,108 @@ def test_hsm_init_softhsm(tmp):
         hsmd.stop()
 
 
+def test_e2e_commands(tmp):
+    """key import --components, bdk import, cert sign (the end-to-end environment's set-up)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    comps = os.path.join(tmp, "components")
+    with open(comps, "w") as f:
+        for c in COMPONENTS:
+            f.write("%s %s\n" % (c, kcv(c)))
+    os.chmod(comps, 0o600)
+    hsmd = Hsmd(tmp, ["--lmk-components-file", comps])
+    try:
+        env = {"db": os.path.join(tmp, "mpos.db"), "sock": hsmd.sock}
+        ctl(env, "db", "migrate")
+        # A KEK from three AES components (dual control on stdin); each component's check
+        # value is its AES CMAC KCV, and so is the key's (their XOR).
+        parts = ["00112233445566778899AABBCCDDEEFF", "0F0E0D0C0B0A09080706050403020100",
+                 "A1B2C3D4E5F60718293A4B5C6D7E8F90"]
+        out = ctl(env, "key", "import", "--label", "kek-c", "--components", "3", "--usage", "K0",
+                  "--algorithm", "aes", stdin="\n".join(parts) + "\n")
+        lines = out.splitlines()
+        for i, p in enumerate(parts):
+            assert lines[i] == "component-%d-kcv %s" % (i + 1, kcv(p)), out
+        key = "%032X" % (int(parts[0], 16) ^ int(parts[1], 16) ^ int(parts[2], 16))
+        assert lines[3] == "kek-c %s" % kcv(key), out
+        assert parts[0] not in out and "kek-c" in ctl(env, "key", "list")
+        # Refused: equal components (exit 1), a missing one, wrong length, a component on argv.
+        assert "refused" in ctl(env, "key", "import", "--label", "k2", "--components", "2",
+                                "--usage", "K0", "--algorithm", "aes",
+                                stdin=parts[0] + "\n" + parts[0] + "\n", check=1)
+        ctl(env, "key", "import", "--label", "k2", "--components", "2", "--usage", "K0",
+            "--algorithm", "aes", stdin=parts[0] + "\n", check=2)
+        ctl(env, "key", "import", "--label", "k2", "--components", "2", "--usage", "K0",
+            "--algorithm", "tdes", "--length", "24", stdin=parts[0] + "\n" + parts[1] + "\n",
+            check=2)
+        ctl(env, "key", "import", "--label", "k2", "--components", "4", "--usage", "K0",
+            "--algorithm", "aes", check=2)
+        assert "k2" not in ctl(env, "key", "list")
+
+        # bdk import: a BDK exported under the KEK comes back with its allocator.
+        ctl(env, "bdk", "create", "--label", "bdk-src", "--type", "aes128", "--exportable",
+            "--key-set-id", "01020304")
+        exp = ctl(env, "key", "export", "--label", "bdk-src", "--kek", "kek-c").splitlines()
+        block = os.path.join(tmp, "bdk.tr31")
+        with open(block, "w") as f:
+            f.write(exp[0] + "\n")
+        out = fields(ctl(env, "bdk", "import", "--label", "bdk-in", "--kek", "kek-c",
+                         "--block-file", block, "--key-set-id", "0A0B0C0D"))
+        assert out["scheme"] == "aes-dukpt" and out["key-set-id"] == "0A0B0C0D", out
+        assert out["kcv"] == exp[1].split()[1], (out, exp)
+        # The same key set ID twice: refused, no orphan key block.
+        assert "already" in ctl(env, "bdk", "import", "--label", "bdk-in2", "--kek", "kek-c",
+                                "--block-file", block, "--key-set-id", "0A0B0C0D", check=1)
+        assert "bdk-in2" not in ctl(env, "key", "list")
+        # A TDES key set ID for an AES BDK: refused.
+        ctl(env, "bdk", "import", "--label", "bdk-in3", "--kek", "kek-c", "--block-file", block,
+            "--key-set-id", "FFFF000001", check=1)
+
+        # cert sign: the back end's TLS server certificate.
+        ctl(env, "key", "generate", "--label", "be-ca", "--usage", "S1", "--algorithm", "ec")
+        ca = os.path.join(tmp, "be-ca.der")
+        ctl(env, "ca", "create", "--key", "be-ca", "--cn", "openmpos test back-end CA",
+            "--out", ca)
+        skey = ec.generate_private_key(ec.SECP256R1())
+        csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "ignored")])).sign(skey, hashes.SHA256())
+        csr_path = os.path.join(tmp, "srv.csr")
+        with open(csr_path, "wb") as f:
+            f.write(csr.public_bytes(serialization.Encoding.PEM))
+        crt = os.path.join(tmp, "srv.der")
+        out = ctl(env, "cert", "sign", "--ca-key", "be-ca", "--ca-cert", ca, "--csr", csr_path,
+                  "--dns", "backend.test", "--out", crt, "--validity", "30")
+        der = open(crt, "rb").read()
+        assert out == "cert-sha256 %s\n" % hashlib.sha256(der).hexdigest().upper() or \
+            out == "cert-sha256 %s\n" % hashlib.sha256(der).hexdigest(), out
+        cert = x509.load_der_x509_certificate(der)
+        cacert = x509.load_der_x509_certificate(open(ca, "rb").read())
+        cacert.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                   ec.ECDSA(hashes.SHA256()))
+        assert cert.issuer == cacert.subject
+        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "backend.test"
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.DNSName) == ["backend.test"]
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+        assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        assert cert.public_key().public_numbers() == skey.public_key().public_numbers()
+        # Not overwritten; a bad host name; a CA certificate of another key.
+        ctl(env, "cert", "sign", "--ca-key", "be-ca", "--ca-cert", ca, "--csr", csr_path,
+            "--dns", "backend.test", "--out", crt, check=1)
+        assert "refused" in ctl(env, "cert", "sign", "--ca-key", "be-ca", "--ca-cert", ca,
+                                "--csr", csr_path, "--dns", "-bad..name", "--out",
+                                crt + "2", check=1)
+        ctl(env, "key", "generate", "--label", "other-ca", "--usage", "S1", "--algorithm", "ec")
+        assert "refused" in ctl(env, "cert", "sign", "--ca-key", "other-ca", "--ca-cert", ca,
+                                "--csr", csr_path, "--dns", "backend.test", "--out", crt + "3",
+                                check=1)
+    finally:
+        hsmd.stop()
+
+
 if __name__ == "__main__":
     if shutil.which("openssl") is None:
         print("openssl not installed: skipped")
@@ -454,7 +557,7 @@ if __name__ == "__main__":
     except ImportError:
         print("python3-cryptography not installed: skipped")
         sys.exit(77)
-    tests = [test_keys_bdk_and_provisioning, test_spelled_forms]
+    tests = [test_keys_bdk_and_provisioning, test_spelled_forms, test_e2e_commands]
     if shutil.which("softhsm2-util") and os.path.exists(SOFTHSM_MODULE):
         tests.append(test_hsm_init_softhsm)
     artifacts = os.environ.get("MPOS_TEST_ARTIFACTS")
