@@ -130,14 +130,90 @@ static const char migration_1[] =
     " prev_hash TEXT NOT NULL,"
     " row_hash TEXT NOT NULL);";
 
+
+/* Migration 2: the transaction journal (G-ACCT-4: masked PAN and keyed PAN hash only, never a
+ * track, PIN, CVN or expiry), the store-and-forward reversal queue, settlement batches and
+ * host sessions (the SHA-256 of the token only). */
+static const char migration_2[] =
+    "INSERT INTO id_sequences (name, next_value) VALUES ('journal', 1), ('stan', 1), "
+    "('rrn', 1), ('reversal', 1), ('batch', 1);"
+
+    "CREATE TABLE journal ("
+    " id BIGINT PRIMARY KEY,"
+    " serial TEXT NOT NULL REFERENCES terminals (serial),"
+    " sequence BIGINT NOT NULL," /* the terminal's sequence number: the idempotency key */
+    " merchant_id TEXT NOT NULL,"
+    " tid TEXT NOT NULL,"
+    " username TEXT,"
+    " txn_type BIGINT NOT NULL CHECK (txn_type BETWEEN 1 AND 4),"
+    " amount BIGINT NOT NULL,"
+    " currency BIGINT NOT NULL,"
+    " masked_pan TEXT,"
+    " pan_hash TEXT," /* HMAC-SHA-256 under mpos-hsmd's PAN hash key, hex */
+    " ksn TEXT NOT NULL,"
+    " stan BIGINT NOT NULL,"
+    " rrn TEXT NOT NULL UNIQUE,"
+    " transmit_time TEXT NOT NULL," /* DE 7 of the upstream request */
+    " mti TEXT NOT NULL,"
+    " proc_code TEXT NOT NULL,"
+    " entry_mode TEXT NOT NULL,"
+    " original_rrn TEXT,"
+    " state TEXT NOT NULL CHECK (state IN ('pending', 'done')),"
+    " upstream_sent BIGINT NOT NULL DEFAULT 0,"
+    " response_code TEXT,"
+    " auth_code TEXT,"
+    " arc TEXT,"
+    " iad TEXT,"
+    " lat_e7 BIGINT, lon_e7 BIGINT, accuracy_m BIGINT, loc_time BIGINT,"
+    " device_id TEXT,"
+    " source_addr TEXT,"
+    " alert TEXT,"
+    " reversed BIGINT NOT NULL DEFAULT 0,"
+    " batch BIGINT,"
+    " created_at BIGINT NOT NULL,"
+    " updated_at BIGINT NOT NULL,"
+    " UNIQUE (serial, sequence));"
+    "CREATE INDEX journal_settle ON journal (merchant_id, batch);"
+
+    /* Reversals: stored before the first send, forwarded until an 0410 acknowledges them. */
+    "CREATE TABLE reversals ("
+    " id BIGINT PRIMARY KEY,"
+    " journal_id BIGINT NOT NULL UNIQUE REFERENCES journal (id),"
+    " reason TEXT NOT NULL CHECK (reason IN ('68', '06', '22')),"
+    " stan BIGINT NOT NULL,"
+    " transmit_time TEXT NOT NULL,"
+    " state TEXT NOT NULL CHECK (state IN ('pending', 'done')),"
+    " attempts BIGINT NOT NULL DEFAULT 0,"
+    " created_at BIGINT NOT NULL,"
+    " last_attempt_at BIGINT,"
+    " done_at BIGINT);"
+    "CREATE INDEX reversals_state ON reversals (state);"
+
+    "CREATE TABLE settlements ("
+    " batch BIGINT PRIMARY KEY,"
+    " merchant_id TEXT NOT NULL REFERENCES merchants (id),"
+    " created_at BIGINT NOT NULL);"
+
+    "CREATE TABLE host_sessions ("
+    " token_hash TEXT PRIMARY KEY," /* SHA-256 of the session token, hex */
+    " merchant_id TEXT NOT NULL REFERENCES merchants (id),"
+    " username TEXT NOT NULL,"
+    " role TEXT NOT NULL CHECK (role IN ('cashier', 'supervisor')),"
+    " device_id TEXT NOT NULL,"
+    " created_at BIGINT NOT NULL,"
+    " expires_at BIGINT NOT NULL,"
+    " revoked_at BIGINT);";
+
 static const char *const migrations[] = {
     NULL, /* version 0: empty database */
     migration_1,
+    migration_2,
 };
 
 static const char *const migration_names[] = {
     NULL,
     "merchants, terminals, KSN allocation, operators, activation codes, keys, audit",
+    "journal, reversals, settlements, host sessions",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == MPOS_STORE_SCHEMA_VERSION + 1,

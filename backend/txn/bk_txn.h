@@ -19,29 +19,34 @@
 
 #include "mpos/err.h"
 
-#define MPOS_BK_SERIAL_MAX    32
-#define MPOS_BK_FIRMWARE_MAX  32
-#define MPOS_BK_USERNAME_MAX  32
-#define MPOS_BK_MAX_SEALED    1024 /* MPOS_SEALED_MAX_REQUEST_LEN */
+#define MPOS_BK_SERIAL_MAX      32
+#define MPOS_BK_FIRMWARE_MAX    32
+#define MPOS_BK_USERNAME_MAX    32
+#define MPOS_BK_MAX_SEALED      1024 /* MPOS_SEALED_MAX_REQUEST_LEN */
 #define MPOS_BK_MAX_SEALED_RESP 512
+
+/* mpos_bk_txn_process: the terminal is not in a state that may transact (not activated,
+ * retired, or no keys): the tunnel answers ERROR 5 / 4. (lib's enum mpos_err has no such
+ * code: this one is the processor's own, outside its range.) */
+#define MPOS_BK_ERR_STATE (-40)
 
 /* [upstream], [keys], [store], [hsm], [policy] of the back end's configuration, parsed by
  * backend/server. Strings are owned by the caller and must outlive the processor. */
 typedef struct mpos_bk_txn_config {
-    const char *store_path;      /* SQLite file (or PostgreSQL conninfo) */
-    const char *hsm_socket;      /* mpos-hsmd's backend-role socket */
+    const char *store_path; /* SQLite file (or PostgreSQL conninfo) */
+    const char *hsm_socket; /* mpos-hsmd's backend-role socket */
     int hsm_timeout_ms;
-    const char *upstream_host;   /* "127.0.0.1" */
+    const char *upstream_host; /* "127.0.0.1" */
     uint16_t upstream_port;
-    int upstream_timeout_ms;     /* default 5000 */
-    int echo_s;                  /* default 60; 0: no echo */
-    int saf_interval_ms;         /* default 2000 */
-    const char *acquirer_id;     /* DE 32, n..11 */
-    const char *zpk_label;       /* store key labels (key blocks under the LMK) */
+    int upstream_timeout_ms; /* default 5000 */
+    int echo_s;              /* default 60; 0: no echo */
+    int saf_interval_ms;     /* default 2000 */
+    const char *acquirer_id; /* DE 32, n..11 */
+    const char *zpk_label;   /* store key labels (key blocks under the LMK) */
     const char *zak_label;
-    const char *zek_label;       /* NULL: DE 62 not sent */
-    uint32_t min_firmware;       /* major << 16 | minor << 8 | patch, from the parameter package */
-    int max_speed_kmh;           /* impossible travel, default 900 */
+    const char *zek_label; /* NULL: DE 62 not sent */
+    uint32_t min_firmware; /* major << 16 | minor << 8 | patch, from the parameter package */
+    int max_speed_kmh;     /* impossible travel, default 900 */
     int decline_impossible_travel;
 } mpos_bk_txn_config;
 
@@ -52,14 +57,14 @@ typedef struct mpos_bk_txn_context {
     char firmware[MPOS_BK_FIRMWARE_MAX + 1]; /* from the tunnel's HELLO */
     char merchant_id[16];                    /* the operator's merchant */
     char username[MPOS_BK_USERNAME_MAX + 1];
-    int role;                                /* enum mpos_operator_role */
-    uint8_t device_id[32];                   /* host device ID (envelope) */
-    int32_t lat_e7, lon_e7;                  /* the envelope of the TXN_BEGIN / last TUNNEL */
+    int role;               /* enum mpos_operator_role */
+    uint8_t device_id[32];  /* host device ID (envelope) */
+    int32_t lat_e7, lon_e7; /* the envelope of the TXN_BEGIN / last TUNNEL */
     uint32_t accuracy_m;
     uint64_t loc_time;
     int debugger, root;
     uint8_t binary_hash[32];
-    char source_addr[64];                    /* the host's address, "127.0.0.1:port" */
+    char source_addr[64]; /* the host's address, "127.0.0.1:port" */
     /* The operator's announced transaction (TXN_BEGIN); has_intent 0: none (a reversal
      * needs none). */
     int has_intent;
@@ -95,8 +100,10 @@ int mpos_bk_txn_start(const mpos_bk_txn_config *cfg, mpos_bk_txn **out) MPOS_MUS
  *   0 with the sealed response in resp (*resp_len) and *outcome filled;
  *   MPOS_ERR_VERIFY when the request did not verify or was replayed: no response (the tunnel
  *     answers ERROR 6), nothing changed;
- *   MPOS_ERR_FORMAT for a malformed message; MPOS_ERR_STATE when the terminal is not
- *     activated; other negative enum mpos_err for internal failures. */
+ *   MPOS_ERR_FORMAT for a malformed message; MPOS_BK_ERR_STATE when the terminal is not
+ *     activated (or retired); other negative enum mpos_err for internal failures.
+ * A suspended terminal's verified request gets a sealed response with code 58 (and moves no
+ * counter). */
 int mpos_bk_txn_process(mpos_bk_txn *p, const mpos_bk_txn_context *ctx, const uint8_t *sealed,
                         size_t len, uint8_t *resp, size_t cap, size_t *resp_len,
                         mpos_bk_txn_outcome *outcome) MPOS_MUST_CHECK;

@@ -15,10 +15,13 @@ static const char usage[] =
     "                                                terminals and activation codes\n"
     "  operator  add | list                          cashier-app operators (Argon2id)\n"
     "  key       list | generate | import | export   key blocks under the LMK\n"
-    "  bdk       create                              DUKPT base keys and their KSN allocator\n"
+    "  key       ... | import --components           a key from clear components (dual control)\n"
+    "  bdk       create | import                     DUKPT base keys and their KSN allocator\n"
     "  ca        create                              the manufacturer CA certificate\n"
+    "  cert      sign                                the back end's TLS server certificate\n"
     "  hsm       status | init                       mpos-hsmd\n"
     "  audit     list | verify                       the audit trail of fleet changes\n"
+    "  settle    [--merchant ID]                     close the batch, print the totals\n"
     "global options (also accepted after the command):\n"
     "  --db PATH        the database (SQLite file); else [store] db in the configuration\n"
     "  --config FILE    INI configuration ([store] db, busy_timeout_ms; [hsm] socket,\n"
@@ -26,6 +29,8 @@ static const char usage[] =
     "  --hsm SOCKET     mpos-hsmd's tools socket; else [hsm] socket in the configuration\n"
     "Results go to stdout, errors to stderr (one line); exit 0 on success, 1 when the\n"
     "operation failed, 2 when the call was wrong.\n";
+
+int cmd_settle(struct ctl *c, int argc, char **argv); /* cmd_settle.c */
 
 static const struct ctl_command groups[] = {{"db", cmd_db},
                                             {"merchant", cmd_merchant},
@@ -36,6 +41,8 @@ static const struct ctl_command groups[] = {{"db", cmd_db},
                                             {"hsm", cmd_hsm},
                                             {"audit", cmd_audit},
                                             {"ca", cmd_ca},
+                                            {"cert", cmd_cert},
+                                            {"settle", cmd_settle},
                                             {NULL, NULL}};
 
 int main(int argc, char **argv)

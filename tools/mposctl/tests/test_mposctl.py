@@ -134,10 +134,10 @@ def test_schema():
     db = os.path.join(tmp.name, "new.db")
     assert "no database" in fails(1, "merchant", "list", db=db)
     assert not os.path.exists(db)
-    assert ok("db", "migrate", db=db) == "schema version 1 (was 0)\n"
+    assert ok("db", "migrate", db=db) == "schema version 2 (was 0)\n"
     assert os.stat(db).st_mode & 0o777 == 0o600
-    assert ok("db", "migrate", db=db) == "schema version 1 (was 1)\n"  # idempotent
-    assert ok("db", "status", db=db) == "schema version 1 (mposctl 1)\n"
+    assert ok("db", "migrate", db=db) == "schema version 2 (was 2)\n"  # idempotent
+    assert ok("db", "status", db=db) == "schema version 2 (mposctl 2)\n"
     con = sqlite3.connect(db)
     con.execute("INSERT INTO schema_version VALUES (7, 0, 'future')")
     con.commit()

@@ -64,7 +64,7 @@ enum mpos_store_outcome {
 const char *mpos_store_strerror(int rc);
 
 /* Schema version this code writes and reads. */
-#define MPOS_STORE_SCHEMA_VERSION 1
+#define MPOS_STORE_SCHEMA_VERSION 2
 
 /* Sizes (characters, without the NUL). */
 #define MPOS_STORE_MERCHANT_ID_LEN   15   /* ISO 8583 DE 42 card acceptor ID: [A-Z0-9]{1,15} */
@@ -397,5 +397,139 @@ int mpos_store_audit_list(mpos_store *st, int64_t limit,
 /* Re-computes the hash chain (each record's hash covers the previous one): 0 if intact,
  * MPOS_ERR_VERIFY otherwise with the first bad sequence number in *bad_seq. *count: records. */
 int mpos_store_audit_verify(mpos_store *st, int64_t *count, int64_t *bad_seq) MPOS_MUST_CHECK;
+
+/* ---- the transaction journal (G-ACCT-4), reversals, settlement (migration 2) ----------- */
+
+/* One transaction as the back end processed it: written (state pending) before the request
+ * goes upstream, completed with the result. Never a track, PIN, PIN block, CVN or expiry; the
+ * PAN only masked (first 6 / last 4) and as mpos-hsmd's keyed hash. (serial, sequence) is
+ * unique: the terminal's sequence number is the idempotency key. */
+enum mpos_journal_state { MPOS_JOURNAL_PENDING = 1, MPOS_JOURNAL_DONE = 2 };
+
+#define MPOS_STORE_RRN_LEN   12 /* ISO 8583 DE 37 */
+#define MPOS_STORE_DE7_LEN   10 /* ISO 8583 DE 7, MMDDhhmmss */
+#define MPOS_STORE_KSNX_LEN  24 /* a whole KSN in hex (AES 12 bytes) */
+#define MPOS_STORE_IAD_HEX_LEN 32
+#define MPOS_STORE_ALERT_LEN 32
+#define MPOS_STORE_ADDR_LEN  63
+
+struct mpos_store_journal {
+    int64_t id; /* assigned by mpos_store_journal_insert */
+    char serial[MPOS_STORE_SERIAL_LEN + 1];
+    int64_t sequence;
+    char merchant_id[MPOS_STORE_MERCHANT_ID_LEN + 1];
+    char tid[MPOS_STORE_TID_LEN + 1];
+    char username[MPOS_STORE_USERNAME_LEN + 1]; /* "" when none */
+    int64_t txn_type;                           /* 1 sale, 2 void, 3 refund, 4 balance */
+    int64_t amount, currency;
+    char masked_pan[20];                          /* "" when no card was read */
+    char pan_hash[MPOS_STORE_SHA256_HEX_LEN + 1]; /* keyed hash from mpos-hsmd, or "" */
+    char ksn[MPOS_STORE_KSNX_LEN + 1];            /* the request's whole KSN, hex */
+    int64_t stan;                                 /* assigned: 1..999999 */
+    char rrn[MPOS_STORE_RRN_LEN + 1];             /* assigned: 12 digits, unique */
+    char transmit_time[MPOS_STORE_DE7_LEN + 1];   /* DE 7 of the upstream request */
+    char mti[5];                                  /* "0200", "0100" */
+    char proc_code[7];                            /* DE 3 */
+    char entry_mode[4];                           /* DE 22 */
+    char original_rrn[MPOS_STORE_RRN_LEN + 1];    /* void / refund: the original's; else "" */
+    enum mpos_journal_state state;
+    int upstream_sent; /* the request went (or may have gone) to the network */
+    char response_code[3], auth_code[7], arc[3];
+    char iad[MPOS_STORE_IAD_HEX_LEN + 1]; /* issuer authentication data (EMV 91), hex */
+    int has_location;
+    int64_t lat_e7, lon_e7, accuracy_m, loc_time; /* the host's location (H-GEO-1) */
+    char device_id[MPOS_STORE_SHA256_HEX_LEN + 1]; /* host device ID, hex */
+    char source_addr[MPOS_STORE_ADDR_LEN + 1];
+    char alert[MPOS_STORE_ALERT_LEN + 1]; /* "" or a word: "outside_radius", ... */
+    int reversed;                         /* a reversal was queued for it */
+    int64_t batch;                        /* settlement batch, 0 while open */
+    int64_t created_at, updated_at;
+};
+
+/* Writes a new entry in state pending: assigns id, STAN and RRN (written back into e) from
+ * the store's sequences, so that two nodes never use the same ones. MPOS_STORE_EXISTS when
+ * (serial, sequence) already has an entry (a retry: read it with mpos_store_journal_get). */
+int mpos_store_journal_insert(mpos_store *st, struct mpos_store_journal *e,
+                              int64_t now) MPOS_MUST_CHECK;
+
+/* Reads the entry of (serial, sequence), or by RRN. MPOS_STORE_NOT_FOUND when none. */
+int mpos_store_journal_get(mpos_store *st, const char *serial, int64_t sequence,
+                           struct mpos_store_journal *out) MPOS_MUST_CHECK;
+int mpos_store_journal_get_rrn(mpos_store *st, const char *rrn,
+                               struct mpos_store_journal *out) MPOS_MUST_CHECK;
+
+/* The host location of the terminal's latest journal entry that had one (impossible-travel
+ * check). MPOS_STORE_NOT_FOUND when none. */
+int mpos_store_journal_last_location(mpos_store *st, const char *serial, int64_t *lat_e7,
+                                     int64_t *lon_e7, int64_t *loc_time) MPOS_MUST_CHECK;
+
+/* Marks the entry as (possibly) sent upstream: written before the first byte goes out, so a
+ * crash after the send still leaves a reversal to make. */
+int mpos_store_journal_mark_sent(mpos_store *st, int64_t id, int64_t now) MPOS_MUST_CHECK;
+
+/* Completes a pending entry with its result (one conditional write: state pending -> done).
+ * auth_code, arc, iad_hex may be NULL or "". MPOS_STORE_STATE when it was not pending. */
+int mpos_store_journal_complete(mpos_store *st, int64_t id, const char *response_code,
+                                const char *auth_code, const char *arc, const char *iad_hex,
+                                int64_t now) MPOS_MUST_CHECK;
+
+/* Calls cb for every pending entry (the processor's start-up: entries a crash left open). */
+int mpos_store_journal_list_pending(mpos_store *st,
+                                    int (*cb)(void *cb_ctx, const struct mpos_store_journal *e),
+                                    void *cb_ctx) MPOS_MUST_CHECK;
+
+/* Reversal reasons (ISO 8583 DE 39 of the 0400). */
+#define MPOS_REVERSAL_REASON_TIMEOUT         "68"
+#define MPOS_REVERSAL_REASON_CARD_DECLINED   "06"
+#define MPOS_REVERSAL_REASON_TERMINAL_FAILED "22"
+
+struct mpos_store_reversal {
+    int64_t id;
+    int64_t journal_id;
+    char reason[3];
+    int64_t stan;                               /* the 0400's own STAN */
+    char transmit_time[MPOS_STORE_DE7_LEN + 1]; /* the 0400's DE 7 */
+    int done;
+    int64_t attempts;
+    int64_t created_at, last_attempt_at, done_at;
+    struct mpos_store_journal orig; /* the transaction it reverses */
+};
+
+/* Queues the reversal of a journal entry (store-and-forward): one row per entry, with its own
+ * STAN, and the entry marked reversed, in one transaction. MPOS_STORE_EXISTS when the entry
+ * already has one (idempotent: *id_out still gets its id); MPOS_STORE_NOT_FOUND: no entry. */
+int mpos_store_reversal_queue(mpos_store *st, int64_t journal_id, const char *reason,
+                              const char *transmit_time, int64_t now,
+                              int64_t *id_out) MPOS_MUST_CHECK;
+
+/* Calls cb for every reversal not yet acknowledged, oldest first. */
+int mpos_store_reversal_list_pending(mpos_store *st,
+                                     int (*cb)(void *cb_ctx, const struct mpos_store_reversal *r),
+                                     void *cb_ctx) MPOS_MUST_CHECK;
+
+/* Counts one send attempt; marks a reversal acknowledged (an 0410 came). */
+int mpos_store_reversal_attempt(mpos_store *st, int64_t id, int64_t now) MPOS_MUST_CHECK;
+int mpos_store_reversal_done(mpos_store *st, int64_t id, int64_t now) MPOS_MUST_CHECK;
+
+/* Settlement totals of one terminal of one batch. Approved (response 00) entries only;
+ * reversed ones and balance enquiries excluded. */
+struct mpos_store_settle_totals {
+    int64_t batch;
+    char merchant_id[MPOS_STORE_MERCHANT_ID_LEN + 1];
+    char tid[MPOS_STORE_TID_LEN + 1];
+    int64_t sale_count, sale_amount;
+    int64_t refund_count, refund_amount;
+    int64_t void_count, void_amount;
+    int64_t currency; /* of the entries; -1 when they mixed currencies */
+};
+
+/* Closes the open batch of merchant_id (every merchant when NULL), in one transaction: each
+ * merchant with settled entries gets a new batch number, its completed unsettled entries are
+ * assigned to it, and cb is called once per (merchant, terminal) with the totals (in merchant
+ * ID and terminal ID order). A merchant with nothing to settle gets no batch. *batches (may be
+ * NULL): batches closed. MPOS_STORE_NOT_FOUND: no such merchant. */
+int mpos_store_settle(mpos_store *st, const char *merchant_id, int64_t now,
+                      int (*cb)(void *cb_ctx, const struct mpos_store_settle_totals *t),
+                      void *cb_ctx, int64_t *batches) MPOS_MUST_CHECK;
 
 #endif
