@@ -117,8 +117,11 @@ def frame(ftype, seq, payload=b""):
     return body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
+_pending = {}  # bytes read past a frame, per socket (events may arrive back to back)
+
+
 def read_frame(s):
-    buf = b""
+    buf = _pending.pop(s, b"")
     while len(buf) < 10:
         chunk = s.recv(4096)
         assert chunk, "link closed"
@@ -130,7 +133,8 @@ def read_frame(s):
         assert chunk, "link closed"
         buf += chunk
     assert struct.unpack(">I", buf[10 + n:14 + n])[0] == zlib.crc32(buf[:10 + n]) & 0xFFFFFFFF
-    assert len(buf) == 14 + n, "extra bytes"
+    if len(buf) > 14 + n:
+        _pending[s] = buf[14 + n:]
     return ftype, seq, buf[10:10 + n]
 
 
@@ -239,21 +243,40 @@ def test_provision_import_run(tmp):
         s.sendall(frame(0x7E, 9))
         t, seq2, p = read_frame(s)
         assert t == 0x83 and p == struct.pack(">HBBB", 9, 0x7E, 1, 0), (t, p.hex())
-        # Allowed by the table but not in this slice (ACTIVATE): ERROR 04 (fails closed).
+        # ACTIVATE: ACK, PROMPT_SHOWN ACTIVATING, then the terminal's TLS client starts the
+        # tunnel (ClientHello as TUNNEL_DATA events). No back end here: the host goes away,
+        # which ends the tunnel and fails the activation.
         code = b"ABCD-1234"
         s.sendall(frame(0x04, 10, bytes([len(code)]) + code))
         t, seq3, p = read_frame(s)
-        assert t == 0x83 and p[:3] == struct.pack(">HB", 10, 0x04) and p[4] == 0, (t, p.hex())
+        assert t == 0x82 and p == struct.pack(">HB", 10, 0x04), (t, p.hex())
         assert seq1 == (seq0 + 1) & 0xFFFF and seq3 == (seq2 + 1) & 0xFFFF
-        # Still answering after all that.
-        s.sendall(frame(0x01, 11))
         t, _, p = read_frame(s)
-        assert t == 0x81 and parse_info(p)[:3] == (11, 0, sn)
+        assert t == 0x84 and p[0] == 3, (t, p.hex())
+        t, _, p = read_frame(s)
+        assert t == 0x86 and p[0] == 0x16, (t, p[:8].hex())  # a TLS handshake record
+        # A second ACTIVATE while the first runs: refused (ERROR 02), state 0.
+        s.sendall(frame(0x04, 11, bytes([len(code)]) + code))
+        while True:
+            t, _, p = read_frame(s)
+            if t != 0x86:
+                break
+        assert t == 0x83 and p == struct.pack(">HBBB", 11, 0x04, 2, 0), (t, p.hex())
+        s.close()
+        # A new host connection: still not activated, still answering.
+        s = socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=10)
+        s.sendall(frame(0x01, 12))
+        t, _, p = read_frame(s)
+        assert t == 0x81 and parse_info(p)[:3] == (12, 0, sn), (t, p.hex())
         s.close()
         run.send_signal(signal.SIGTERM)
         assert run.wait(10) == 0, "run exit status"
         errf.seek(0)
-        assert errf.read() == ""
+        # Logs only: key=value lines (the activation failed, nothing secret in them).
+        log = errf.read()
+        for ln in log.splitlines():
+            assert re.match(r'^mpos-terminal: event=\w+( \w+=("[^"]*"|\S*))*$', ln), ln
+        assert "event=activation_failed" in log and code.decode() not in log, log
         errf.close()
         run.stdout.close()
         run = None
