@@ -1,8 +1,9 @@
 /* mpos-hsmd audit log: one line per command or connection event, each written with one
  * write(2) on an O_APPEND descriptor so that lines of several workers never interleave.
  * A line holds the time, the role, the peer's pid and uid (SO_PEERCRED), the connection and
- * request numbers, the command name, key check values and the result: never a key, PIN, PAN
- * or track (the callers pass only names, check values and status names). */
+ * request numbers, the command name, key check values, a command's note (sealed.open: the
+ * masked PAN) and the result: never a key, PIN, PAN or track (the callers pass only names,
+ * check values, masked PANs and status names). */
 #include "hsmd.h"
 
 #include <fcntl.h>
@@ -40,7 +41,8 @@ void hsmd_audit_close(struct hsmd_audit *a)
 }
 
 void hsmd_audit_line(struct hsmd_audit *a, int role, pid_t pid, uid_t uid, uint64_t conn,
-                     uint32_t request_id, const char *cmd, const char *kcvs, const char *result)
+                     uint32_t request_id, const char *cmd, const char *kcvs, const char *note,
+                     const char *result)
 {
     char line[384];
     struct timespec ts;
@@ -49,11 +51,12 @@ void hsmd_audit_line(struct hsmd_audit *a, int role, pid_t pid, uid_t uid, uint6
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof(line),
                      "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ role=%s pid=%ld uid=%ld conn=%llu "
-                     "id=%lu cmd=%s kcv=%s result=%s\n",
+                     "id=%lu cmd=%s kcv=%s%s%s result=%s\n",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      ts.tv_nsec / 1000000, hsmd_role_name(role), (long)pid, (long)uid,
                      (unsigned long long)conn, (unsigned long)request_id, cmd,
-                     kcvs != NULL && kcvs[0] != '\0' ? kcvs : "-", result);
+                     kcvs != NULL && kcvs[0] != '\0' ? kcvs : "-",
+                     note != NULL && note[0] != '\0' ? " " : "", note != NULL ? note : "", result);
     if (n <= 0 || a->fd < 0) {
         return;
     }

@@ -709,9 +709,28 @@ static int do_key_from_components(struct hsmd_call *c, const hsm_msg *m, hsm_wri
     return rc;
 }
 
+/* The audit note of an opened request: "pan=" and the PAN masked here from the PAN itself
+ * (first 6, '*' between, last 4: what PCI DSS 3.4 allows to show), not the request's
+ * masked-PAN field, so that the line can never hold more digits whatever the request says. */
+static void audit_masked_pan(struct hsmd_call *c, const char *pan)
+{
+    size_t n = strlen(pan);
+    if (n < 12 || n > 19 || strspn(pan, "0123456789") != n) {
+        return;
+    }
+    char *o = c->note;
+    memcpy(o, "pan=", 4);
+    o += 4;
+    for (size_t i = 0; i < n; i++) {
+        *o++ = i < 6 || i >= n - 4 ? pan[i] : '*';
+    }
+    *o = '\0';
+}
+
 /* sealed.open: the terminal's sealed request, opened with keys derived from the BDK. The
  * response carries the clear fields, the PAN, its hash, the PSN and allow-listed EMV data, and
- * the PIN block / track 2 under the zone keys. Audit: check values of the key blocks only. */
+ * the PIN block / track 2 under the zone keys. Audit: check values of the key blocks and,
+ * once the MAC verified, the masked PAN (which transaction's card it was, without the PAN). */
 static int do_sealed_open(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
 {
     struct hsm_sealed_open_req req;
@@ -755,6 +774,7 @@ static int do_sealed_open(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
         }
         if (resp->pan[0] != '\0') {
             hsm_put_text(w, HSM_TAG_PAN, resp->pan);
+            audit_masked_pan(c, resp->pan);
         }
         if (resp->has_pan_hash) {
             hsm_put_bytes(w, HSM_TAG_HASH, resp->pan_hash, sizeof(resp->pan_hash));

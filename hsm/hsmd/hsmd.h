@@ -73,10 +73,13 @@ struct hsmd_audit {
 };
 int hsmd_audit_open(struct hsmd_audit *a, const char *path);
 void hsmd_audit_close(struct hsmd_audit *a);
-/* Writes "time role=.. pid=.. uid=.. conn=.. id=.. cmd=.. kcv=.. status=..". kcvs is a
- * comma-separated hex list or NULL; cmd a command name or an event ("connect", "timeout"). */
+/* Writes "time role=.. pid=.. uid=.. conn=.. id=.. cmd=.. kcv=.. [note] result=..". kcvs is a
+ * comma-separated hex list or NULL; cmd a command name or an event ("connect", "timeout");
+ * note NULL, "" or "name=value" pairs a command adds (sealed.open: "pan=" and the masked PAN,
+ * first 6 and last 4 digits), never a secret. */
 void hsmd_audit_line(struct hsmd_audit *a, int role, pid_t pid, uid_t uid, uint64_t conn,
-                     uint32_t request_id, const char *cmd, const char *kcvs, const char *result);
+                     uint32_t request_id, const char *cmd, const char *kcvs, const char *note,
+                     const char *result);
 
 /* harden.c */
 /* Refuses (-1, message) a directory that others can write to or another user owns. */
@@ -177,6 +180,7 @@ struct hsmd_call {
     struct hsmd_worker *w;
     int role;
     char kcvs[96]; /* check values for the audit line, hex, comma-separated */
+    char note[40]; /* more for the audit line ("pan=411111******1111"); "" none */
 };
 
 /* dispatch.c: runs the command of a decoded request and writes the whole response frame into

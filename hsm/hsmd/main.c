@@ -56,7 +56,7 @@ int main(int argc, char **argv)
         pthread_mutex_init(&srv.workers[i].lock, NULL);
     }
     srv.started = time(NULL);
-    hsmd_audit_line(&srv.audit, -1, getpid(), getuid(), 0, 0, "start", NULL, "ok");
+    hsmd_audit_line(&srv.audit, -1, getpid(), getuid(), 0, 0, "start", NULL, NULL, "ok");
     if (hsmd_server_run(&srv) == 0) {
         rc = 0;
     }
@@ -66,7 +66,7 @@ exit:
     srv.workers = NULL;
     hsm_vault_close(&srv.vault);
     if (srv.audit.fd >= 0) {
-        hsmd_audit_line(&srv.audit, -1, getpid(), getuid(), 0, 0, "stop", NULL,
+        hsmd_audit_line(&srv.audit, -1, getpid(), getuid(), 0, 0, "stop", NULL, NULL,
                         rc == 0 ? "ok" : "error");
     }
     hsmd_audit_close(&srv.audit);

@@ -43,7 +43,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     }
     if (atomic_load(&s->clients) >= s->cfg->max_clients) {
         refuse_fd(fd, HSM_STATUS_BUSY);
-        hsmd_audit_line(&s->audit, l->role, h.pid, h.uid, h.conn, 0, "connect", NULL, "busy");
+        hsmd_audit_line(&s->audit, l->role, h.pid, h.uid, h.conn, 0, "connect", NULL, NULL, "busy");
         close(fd);
         return;
     }

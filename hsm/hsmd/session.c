@@ -31,9 +31,10 @@ struct hsmd_session {
 };
 
 static void audit(struct hsmd_session *s, uint32_t id, const char *cmd, const char *kcvs,
-                  const char *result)
+                  const char *note, const char *result)
 {
-    hsmd_audit_line(&s->w->srv->audit, s->role, s->pid, s->uid, s->conn, id, cmd, kcvs, result);
+    hsmd_audit_line(&s->w->srv->audit, s->role, s->pid, s->uid, s->conn, id, cmd, kcvs, note,
+                    result);
 }
 
 void hsmd_session_free(struct hsmd_session *s)
@@ -74,7 +75,7 @@ static void serve(struct hsmd_session *s, const uint8_t *body, size_t len)
     size_t out_len = 0;
     int status = hsm_proto_decode_request(body, len, &req);
     const char *name = req.cmd != NULL ? req.cmd->name : "-";
-    struct hsmd_call call = {w, s->role, ""};
+    struct hsmd_call call = {w, s->role, "", ""};
     if (status == HSM_STATUS_OK) {
         uint64_t bit = (uint64_t)1 << hsm_proto_command_index(req.cmd);
         status = (srv->cfg->allow[s->role] & bit) == 0
@@ -92,7 +93,7 @@ static void serve(struct hsmd_session *s, const uint8_t *body, size_t len)
     } else {
         atomic_fetch_add(&srv->refused, 1);
     }
-    audit(s, req.request_id, name, call.kcvs, hsm_status_name(status));
+    audit(s, req.request_id, name, call.kcvs, call.note, hsm_status_name(status));
 }
 
 /* Serves every complete frame in the input buffer, then applies backpressure. */
@@ -115,7 +116,7 @@ static void process(struct hsmd_session *s)
         int st = hsm_proto_frame_len(prefix, HSM_PROTO_REQ_HEADER_LEN, max, &body_len);
         if (st != HSM_STATUS_OK) {
             /* The frame boundary is lost (or the client oversteps): answer and close. */
-            audit(s, 0, "-", NULL, hsm_status_name(st));
+            audit(s, 0, "-", NULL, NULL, hsm_status_name(st));
             refuse_and_close(s, 0, 0, st);
             return;
         }
@@ -160,13 +161,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct hsmd_session *s = arg;
     (void)bev;
     if (what & BEV_EVENT_TIMEOUT) {
-        audit(s, 0, "-", NULL, "idle-timeout");
+        audit(s, 0, "-", NULL, NULL, "idle-timeout");
     } else if (what & BEV_EVENT_EOF) {
         if (evbuffer_get_length(bufferevent_get_input(s->bev)) != 0) {
-            audit(s, 0, "-", NULL, "truncated");
+            audit(s, 0, "-", NULL, NULL, "truncated");
         }
     } else if (what & BEV_EVENT_ERROR) {
-        audit(s, 0, "-", NULL, "socket-error");
+        audit(s, 0, "-", NULL, NULL, "socket-error");
     }
     hsmd_session_free(s);
 }
@@ -199,6 +200,6 @@ struct hsmd_session *hsmd_session_new(struct hsmd_worker *w, const struct hsmd_h
     bufferevent_setwatermark(s->bev, EV_READ, 0, HSM_PROTO_PREFIX_LEN + w->srv->cfg->max_request);
     bufferevent_set_timeouts(s->bev, &idle, &idle);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-    audit(s, 0, "connect", NULL, "ok");
+    audit(s, 0, "connect", NULL, NULL, "ok");
     return s;
 }

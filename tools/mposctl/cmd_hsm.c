@@ -1600,8 +1600,8 @@ int ctl_hsm_error(struct ctl *c, int rc, const char *what)
     return hsm_error(c, rc, what);
 }
 
-int ctl_hsm_load_block(struct ctl *c, const char *opt, const char *label,
-                       struct mpos_store_key *k, struct hsm_kb_in *in)
+int ctl_hsm_load_block(struct ctl *c, const char *opt, const char *label, struct mpos_store_key *k,
+                       struct hsm_kb_in *in)
 {
     return load_block(c, opt, label, k, in);
 }

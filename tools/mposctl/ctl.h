@@ -110,6 +110,7 @@ int cmd_hsm(struct ctl *c, int argc, char **argv);
 int cmd_bdk(struct ctl *c, int argc, char **argv);
 int cmd_ca(struct ctl *c, int argc, char **argv);
 int cmd_cert(struct ctl *c, int argc, char **argv);
+int cmd_params(struct ctl *c, int argc, char **argv); /* cmd_params.c */
 
 /* HSM-backed commands (cmd_hsm.c); CTL_FAIL with a message when mposctl was built without
  * the HSM client. */

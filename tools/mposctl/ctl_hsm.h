@@ -18,11 +18,8 @@ int ctl_hsm_error(struct ctl *c, int rc, const char *what);
 
 /* The key block of the key labelled label (option --opt) from the open store, as a request
  * argument: in->text points into *k, which must outlive the request. */
-int ctl_hsm_load_block(struct ctl *c, const char *opt, const char *label,
-                       struct mpos_store_key *k, struct hsm_kb_in *in);
+int ctl_hsm_load_block(struct ctl *c, const char *opt, const char *label, struct mpos_store_key *k,
+                       struct hsm_kb_in *in);
 #endif
-
-/* params publish (cmd_params.c). */
-int cmd_params(struct ctl *c, int argc, char **argv);
 
 #endif

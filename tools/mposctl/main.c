@@ -19,6 +19,7 @@ static const char usage[] =
     "  bdk       create | import                     DUKPT base keys and their KSN allocator\n"
     "  ca        create                              the manufacturer CA certificate\n"
     "  cert      sign                                the back end's TLS server certificate\n"
+    "  params    publish                             the signed EMV parameter package\n"
     "  hsm       status | init                       mpos-hsmd\n"
     "  audit     list | verify                       the audit trail of fleet changes\n"
     "  settle    [--merchant ID]                     close the batch, print the totals\n"
@@ -42,6 +43,7 @@ static const struct ctl_command groups[] = {{"db", cmd_db},
                                             {"audit", cmd_audit},
                                             {"ca", cmd_ca},
                                             {"cert", cmd_cert},
+                                            {"params", cmd_params},
                                             {"settle", cmd_settle},
                                             {NULL, NULL}};
 

@@ -29,6 +29,9 @@
 #include "mpos/emv.h"
 #include "mpos/kcv.h"
 #include "mpos/provision.h"
+#include "mpos/ecc.h"
+#include "mpos/tlv.h"
+#include "txn/sealed.h"
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -59,10 +62,23 @@
 #undef ZPK_TDES
 #define ZPK_TDES "89ABCDEF0123456776543210FEDCBA98"
 
+/* sealed.open / sealed.respond: the card of the sealed requests (stripe, service code 201: a
+ * chip card), the zone encryption key for track 2 and the parameter-signing key (P-256 scalar
+ * of RFC 6979 A.2.5). */
+#define SEALED_PAN     "4111111111111111"
+#define SEALED_EXPIRY  "3012"
+#define SEALED_TRACK2  "4111111111111111D301220112345F"
+#define SEALED_PIN     "1234"
+#define ZEK_TDES       "FEDCBA98765432100123456789ABCDEF"
+#define PARAMS_KEY_HEX "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721"
+#define AES_IKID       "1234567890123456"
+
 static struct hsmd_harness H;
 static char bdk_aes_kb[HSM_KEYBLOCK_MAX_LEN + 1], bdk_tdes_kb[HSM_KEYBLOCK_MAX_LEN + 1];
 static char zpk_aes_kb[HSM_KEYBLOCK_MAX_LEN + 1], zpk_tdes_kb[HSM_KEYBLOCK_MAX_LEN + 1];
 static mpos_crypto_ctx cc;
+
+static char zek_kb[HSM_KEYBLOCK_MAX_LEN + 1], params_kb[HSM_KEYBLOCK_MAX_LEN + 1];
 
 static int group_setup(void **state)
 {
@@ -74,7 +90,10 @@ static int group_setup(void **state)
     if (harness_key_block(&H, "B0", 'A', 'X', 'N', 1, AES_BDK, bdk_aes_kb, sizeof(bdk_aes_kb)) ||
         harness_key_block(&H, "B0", 'T', 'X', 'N', 2, TDES_BDK, bdk_tdes_kb, sizeof(bdk_tdes_kb)) ||
         harness_key_block(&H, "P0", 'A', 'B', 'N', 0, ZPK_AES, zpk_aes_kb, sizeof(zpk_aes_kb)) ||
-        harness_key_block(&H, "P0", 'T', 'B', 'N', 0, ZPK_TDES, zpk_tdes_kb, sizeof(zpk_tdes_kb))) {
+        harness_key_block(&H, "P0", 'T', 'B', 'N', 0, ZPK_TDES, zpk_tdes_kb, sizeof(zpk_tdes_kb)) ||
+        harness_key_block(&H, "D0", 'T', 'B', 'N', 0, ZEK_TDES, zek_kb, sizeof(zek_kb)) ||
+        harness_key_block(&H, "S0", 'E', 'S', 'N', 0, PARAMS_KEY_HEX, params_kb,
+                          sizeof(params_kb))) {
         fprintf(stderr, "cannot make the test key blocks\n");
         return -1;
     }
@@ -787,6 +806,247 @@ static void test_provision_terminal(void **state)
 
 /* ---- refusals ---------------------------------------------------------------------------- */
 
+/* ---- sealed messages and parameter signing (docs/system-design.md section 3) -------------- */
+
+static struct hsm_kb_in kb_in(const char *text)
+{
+    struct hsm_kb_in r = {text, strlen(text)};
+    return r;
+}
+
+/* The terminal of the sealed tests: AES DUKPT on the published BDK and initial key ID, one
+ * transaction's request and response keys. */
+struct sealed_term {
+    mpos_dukpt_aes_terminal t;
+    uint8_t ksn[MPOS_DUKPT_AES_KSN_LEN];
+    mpos_sealed_keys req_keys, resp_keys;
+};
+
+static void sealed_term_next(struct sealed_term *st)
+{
+    uint8_t bdk[16], ikid[8], ik[16];
+    harness_hex(AES_BDK, bdk, sizeof(bdk));
+    harness_hex(AES_IKID, ikid, sizeof(ikid));
+    assert_int_equal(mpos_dukpt_aes_initial_key(&cc, bdk, 16, ikid, ik), MPOS_OK);
+    assert_int_equal(mpos_dukpt_aes_terminal_load(&st->t, &cc, ik, 16, ikid), MPOS_OK);
+    mpos_cleanse(ik, sizeof(ik));
+    mpos_cleanse(bdk, sizeof(bdk));
+    assert_int_equal(mpos_dukpt_aes_terminal_next(&st->t, &cc, st->ksn), MPOS_OK);
+    assert_int_equal(mpos_sealed_keys_aes(&st->req_keys, &cc, &st->t, MPOS_SEALED_AES128,
+                                          MPOS_SEALED_DIR_REQUEST, st->ksn),
+                     MPOS_OK);
+    assert_int_equal(mpos_sealed_keys_aes(&st->resp_keys, &cc, &st->t, MPOS_SEALED_AES128,
+                                          MPOS_SEALED_DIR_RESPONSE, st->ksn),
+                     MPOS_OK);
+}
+
+/* A stripe sale with a PIN, sealed by the terminal's own code. */
+static size_t sealed_sale(struct sealed_term *st, uint8_t *out, size_t cap)
+{
+    mpos_sealed_request q;
+    uint8_t pin_key[16];
+    size_t len = 0;
+    memset(&q, 0, sizeof(q));
+    q.msg_type = MPOS_SEALED_MSG_REQUEST;
+    q.sequence = 77;
+    q.txn_type = MPOS_LINK_TXN_SALE;
+    q.amount = 4200;
+    q.currency = 156;
+    strcpy(q.merchant_id, "898310048990001");
+    strcpy(q.terminal_id, "10000001");
+    strcpy(q.datetime, "20260115093000");
+    q.entry_mode = MPOS_ENTRY_MAGSTRIPE;
+    strcpy(q.card.pan, SEALED_PAN);
+    strcpy(q.card.expiry, SEALED_EXPIRY);
+    q.card.track2_len = strlen(SEALED_TRACK2) / 2;
+    harness_hex(SEALED_TRACK2, q.card.track2, q.card.track2_len);
+    assert_int_equal(mpos_dukpt_aes_terminal_working_key(&st->t, &cc, MPOS_DUKPT_AES_USAGE_PIN,
+                                                         MPOS_DUKPT_AES_KEY_AES128, pin_key),
+                     MPOS_OK);
+    assert_int_equal(mpos_pin_block_encrypt(&cc, MPOS_PIN_FORMAT_4, MPOS_CIPHER_AES, pin_key, 16,
+                                            SEALED_PIN, SEALED_PAN, NULL, 0, q.pin_block,
+                                            &q.pin_block_len),
+                     MPOS_OK);
+    mpos_cleanse(pin_key, sizeof(pin_key));
+    q.pin_format = 4;
+    q.has_pin = 1;
+    assert_int_equal(mpos_sealed_seal_request(&cc, &st->req_keys, &q, NULL, NULL, out, cap, &len),
+                     MPOS_OK);
+    mpos_sealed_request_clear(&q);
+    return len;
+}
+
+static int no_field(const hsm_client *c)
+{
+    return c->resp.present[0] == 0 && c->resp.present[1] == 0;
+}
+
+static void test_sealed_open_respond(void **state)
+{
+    static struct hsm_sealed_open_resp r;
+    struct hsm_sealed_open_req req;
+    struct hsm_sealed_respond_req rreq;
+    struct hsm_sealed_respond_resp rresp;
+    struct sealed_term st;
+    mpos_sealed_response tr;
+    hsm_client c, t;
+    uint8_t msg[HSM_SEALED_MAX_LEN], key[16], plain[HSM_SEALED_TRACK2_ENC_MAX];
+    char pin[MPOS_PIN_BUF_LEN];
+    (void)state;
+    sealed_term_next(&st);
+    size_t len = sealed_sale(&st, msg, sizeof(msg));
+    memset(&req, 0, sizeof(req));
+    req.bdk = kb_in(bdk_aes_kb);
+    req.sealed = msg;
+    req.sealed_len = len;
+    req.zpk = kb_in(zpk_tdes_kb);
+    req.zek = kb_in(zek_kb);
+
+    /* The tools role may not open or answer sealed messages. */
+    open_role(&t, HARNESS_TOOLS);
+    assert_int_equal(hsm_client_sealed_open(&t, &req, &r), HSM_STATUS_DENIED);
+    assert_true(no_field(&t));
+
+    open_role(&c, HARNESS_BACKEND);
+    assert_int_equal(hsm_client_sealed_open(&c, &req, &r), 0);
+    assert_int_equal(r.fields.msg_type, MPOS_SEALED_MSG_REQUEST);
+    assert_int_equal(r.fields.scheme, MPOS_SEALED_AES128);
+    assert_int_equal(r.fields.ksn_len, sizeof(st.ksn));
+    assert_memory_equal(r.fields.ksn, st.ksn, sizeof(st.ksn));
+    assert_int_equal(r.fields.sequence, 77);
+    assert_true(r.fields.amount == 4200);
+    assert_string_equal(r.fields.terminal_id, "10000001");
+    assert_string_equal(r.fields.masked_pan, "411111******1111");
+    assert_string_equal(r.pan, SEALED_PAN);
+    assert_int_equal(r.chip_card, 1); /* service code 201 */
+    assert_int_equal(r.has_pin, 1);
+    /* The PIN under the ZPK, format 0; track 2 under the ZEK, ISO 9797-1 padding method 2. */
+    assert_int_equal(r.pin_block_len, 8);
+    harness_hex(ZPK_TDES, key, sizeof(key));
+    assert_int_equal(mpos_pin_block_decrypt(&cc, MPOS_PIN_FORMAT_0, MPOS_CIPHER_TDES, key, 16,
+                                            r.pin_block, 8, SEALED_PAN, pin),
+                     0);
+    assert_string_equal(pin, SEALED_PIN);
+    assert_int_equal(r.track2_enc_len, 16);
+    harness_hex(ZEK_TDES, key, sizeof(key));
+    assert_int_equal(mpos_cipher_cbc(&cc, MPOS_CIPHER_TDES, 0, key, 16, r.track2_iv, r.track2_enc,
+                                     plain, r.track2_enc_len),
+                     MPOS_OK);
+    uint8_t t2[15];
+    harness_hex(SEALED_TRACK2, t2, sizeof(t2));
+    assert_memory_equal(plain, t2, sizeof(t2));
+    assert_int_equal(plain[15], 0x80);
+    mpos_cleanse(key, sizeof(key));
+
+    /* The response, sealed by hsmd, opens on the terminal with its response keys. */
+    memset(&rreq, 0, sizeof(rreq));
+    rreq.bdk = kb_in(bdk_aes_kb);
+    rreq.scheme = r.fields.scheme;
+    memcpy(rreq.ksn, r.fields.ksn, r.fields.ksn_len);
+    rreq.ksn_len = r.fields.ksn_len;
+    rreq.sequence = r.fields.sequence;
+    strcpy(rreq.response_code, "00");
+    strcpy(rreq.auth_code, "A1B2C3");
+    strcpy(rreq.rrn, "601512345678");
+    assert_int_equal(hsm_client_sealed_respond(&t, &rreq, &rresp), HSM_STATUS_DENIED);
+    assert_true(no_field(&t));
+    assert_int_equal(hsm_client_sealed_respond(&c, &rreq, &rresp), 0);
+    assert_int_equal(
+        mpos_sealed_open_response(&cc, &st.resp_keys, 77, rresp.sealed, rresp.sealed_len, &tr),
+        MPOS_OK);
+    assert_string_equal(tr.response_code, "00");
+    assert_string_equal(tr.auth_code, "A1B2C3");
+    assert_string_equal(tr.rrn, "601512345678");
+    mpos_sealed_response_clear(&tr);
+    /* ...and only to that request: another sequence number is refused by the terminal. */
+    rreq.sequence = 78;
+    assert_int_equal(hsm_client_sealed_respond(&c, &rreq, &rresp), 0);
+    assert_int_not_equal(
+        mpos_sealed_open_response(&cc, &st.resp_keys, 77, rresp.sealed, rresp.sealed_len, &tr),
+        MPOS_OK);
+
+    /* A tampered request (a byte of the MAC, two of the encrypted part): status verify, and
+     * not one field in the answer (no decryption oracle). */
+    const size_t positions[] = {len / 2, len - 1, len - 20};
+    for (size_t i = 0; i < sizeof(positions) / sizeof(positions[0]); i++) {
+        msg[positions[i]] ^= 0x04;
+        assert_int_equal(hsm_client_sealed_open(&c, &req, &r), HSM_STATUS_VERIFY);
+        assert_true(no_field(&c));
+        assert_string_equal(r.pan, "");
+        msg[positions[i]] ^= 0x04;
+    }
+    /* The same request under the TDES BDK: a key of the other scheme. */
+    req.bdk = kb_in(bdk_tdes_kb);
+    assert_int_not_equal(hsm_client_sealed_open(&c, &req, &r), 0);
+    assert_true(no_field(&c));
+    req.bdk = kb_in(bdk_aes_kb);
+    assert_int_equal(hsm_client_sealed_open(&c, &req, &r), 0); /* the connection still serves */
+    MPOS_WIPE_CTX(&r);
+    hsm_client_close(&t);
+    hsm_client_close(&c);
+}
+
+static void test_params_sign(void **state)
+{
+    struct hsm_params_sign_req req;
+    struct hsm_params_sign_resp resp;
+    uint8_t priv[32], pub[MPOS_EC_P256_PUB_LEN], e4[40], other[40];
+    size_t e4_len = 0, other_len = 0;
+    hsm_client c;
+    (void)state;
+    harness_hex(PARAMS_KEY_HEX, priv, sizeof(priv));
+    assert_int_equal(mpos_ec_p256_public(priv, pub), MPOS_OK);
+    mpos_cleanse(priv, sizeof(priv));
+    /* A signed part (E4) as the builder makes it, and an object of another tag (E2: a
+     * provisioning bundle's) that the key must not sign. */
+    assert_int_equal(mpos_tlv_put(e4, sizeof(e4), &e4_len, 0xE4,
+                                  (const uint8_t *)"\xC1\x01\x01\xC2\x04\x00\x00\x00\x01", 9),
+                     MPOS_OK);
+    assert_int_equal(mpos_tlv_put(other, sizeof(other), &other_len, 0xE2,
+                                  (const uint8_t *)"\xC1\x01\x01\xC2\x04\x00\x00\x00\x01", 9),
+                     MPOS_OK);
+    memset(&req, 0, sizeof(req));
+    req.key = kb_in(params_kb);
+    for (int role = HARNESS_BACKEND; role <= HARNESS_TOOLS; role++) {
+        open_role(&c, role);
+        /* No data: only the public key (for the endorsement). */
+        req.data = NULL;
+        req.data_len = 0;
+        assert_int_equal(hsm_client_params_sign(&c, &req, &resp), 0);
+        assert_int_equal(resp.has_sig, 0);
+        assert_memory_equal(resp.pub, pub, sizeof(pub));
+        assert_false(hsm_msg_has(&c.resp, HSM_TAG_DATA));
+        /* An E4 object: a signature that verifies under that key. */
+        req.data = e4;
+        req.data_len = e4_len;
+        assert_int_equal(hsm_client_params_sign(&c, &req, &resp), 0);
+        assert_int_equal(resp.has_sig, 1);
+        assert_memory_equal(resp.pub, pub, sizeof(pub));
+        assert_int_equal(mpos_ecdsa_p256_verify(pub, e4, e4_len, resp.sig), MPOS_OK);
+        /* Anything but one whole E4 / E6 object: refused, no signature. */
+        req.data = other;
+        req.data_len = other_len;
+        assert_int_equal(hsm_client_params_sign(&c, &req, &resp), HSM_STATUS_INPUT);
+        assert_true(no_field(&c));
+        req.data = e4;
+        req.data_len = e4_len - 1;
+        assert_int_equal(hsm_client_params_sign(&c, &req, &resp), HSM_STATUS_INPUT);
+        assert_true(no_field(&c));
+        hsm_client_close(&c);
+    }
+    /* Not a signing key: the BDK. Not allowed: the switch role. */
+    open_role(&c, HARNESS_BACKEND);
+    req.key = kb_in(bdk_aes_kb);
+    req.data = e4;
+    req.data_len = e4_len;
+    assert_int_equal(hsm_client_params_sign(&c, &req, &resp), HSM_STATUS_USAGE);
+    hsm_client_close(&c);
+    open_role(&c, HARNESS_SWITCH);
+    req.key = kb_in(params_kb);
+    assert_int_equal(hsm_client_params_sign(&c, &req, &resp), HSM_STATUS_DENIED);
+    hsm_client_close(&c);
+}
+
 static void test_allow_list(void **state)
 {
     hsm_client c;
@@ -1119,6 +1379,20 @@ static int file_contains(const char *path, const char *needle)
     return found;
 }
 
+/* The check value the audit log gives a key (kcv_cache.c: CMAC for AES, legacy for TDES). */
+static const char *kcv_of(enum mpos_cipher cipher, const char *key_hex,
+                          char out[2 * HSM_KCV_LEN + 1])
+{
+    uint8_t key[32], kcv[HSM_KCV_LEN];
+    size_t len = strlen(key_hex) / 2;
+    enum mpos_kcv_method m = cipher == MPOS_CIPHER_AES ? MPOS_KCV_CMAC : MPOS_KCV_LEGACY;
+    harness_hex(key_hex, key, len);
+    assert_int_equal(mpos_kcv_compute(&cc, cipher, m, key, len, kcv, mpos_kcv_default_len(m)),
+                     MPOS_OK);
+    mpos_hex_encode(kcv, mpos_kcv_default_len(m), out);
+    return out;
+}
+
 static void test_stop_and_audit(void **state)
 {
     (void)state;
@@ -1130,6 +1404,15 @@ static void test_stop_and_audit(void **state)
     assert_true(file_contains(H.audit, "result=idle-timeout"));
     assert_true(file_contains(H.audit, "result=too-large"));
     assert_true(file_contains(H.audit, "cmd=stop kcv=- result=ok"));
+    /* sealed.open: the check values of the BDK, ZPK and ZEK and the masked PAN when it opened;
+     * a refused request names no card. */
+    char want[160], k1[2 * HSM_KCV_LEN + 1], k2[2 * HSM_KCV_LEN + 1], k3[2 * HSM_KCV_LEN + 1];
+    snprintf(want, sizeof(want), "cmd=sealed.open kcv=%s,%s,%s pan=411111******1111 result=ok",
+             kcv_of(MPOS_CIPHER_AES, AES_BDK, k1), kcv_of(MPOS_CIPHER_TDES, ZPK_TDES, k2),
+             kcv_of(MPOS_CIPHER_TDES, ZEK_TDES, k3));
+    assert_true(file_contains(H.audit, want));
+    assert_true(file_contains(H.audit, "cmd=sealed.open kcv=-"));
+    assert_false(file_contains(H.audit, "pan=411111******1111 result=verify"));
     /* ...and the check values of the keys used, never the keys, PANs, PIN blocks or LMK. */
     static const char *const secrets[] = {
         AES_BDK, TDES_BDK, ZPK_AES, ZPK_TDES, AES_PAN, TDES_PAN, AES_KSN1, AES_MAC_KEY1,
@@ -1138,7 +1421,7 @@ static void test_stop_and_audit(void **state)
         "2B7E151628AED2A6ABF7158809CF4F3C", "5A5A5A5A0123456789ABCDEFA5A5A5A5",
         "CA5D92598DCA48CE8A4C76361A9269E9", "000102030405060708090A0B0C0D0E0F",
         "F0E1D2C3B4A5968778695A4B3C2D1E0F", "1273671EA26AC29AFA4D1084127652A1", "5413330089012345",
-        "D2812201"};
+        "D2812201", SEALED_TRACK2, "D3012201", ZEK_TDES, PARAMS_KEY_HEX};
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
         if (file_contains(H.audit, secrets[i])) {
             fail_msg("audit log contains %s", secrets[i]);
@@ -1180,6 +1463,8 @@ int main(void)
         cmocka_unit_test(test_emv_and_card_data_commands),
         cmocka_unit_test(test_certificate_commands),
         cmocka_unit_test(test_provision_terminal),
+        cmocka_unit_test(test_sealed_open_respond),
+        cmocka_unit_test(test_params_sign),
         cmocka_unit_test(test_allow_list),
         cmocka_unit_test(test_garbled_frames),
         cmocka_unit_test(test_oversized_frame),

@@ -5,7 +5,10 @@ for AES DUKPT, TDES DUKPT and TMK terminals, each opening only with its own devi
 also from two mposctl processes at once: every initial KSN unique, device IDs without
 gaps), and hsm init on a SoftHSM2 token followed by an mpos-hsmd that opens the LMK it wrote.
 
-usage: test_mposctl_hsm.py MPOSCTL MPOS_HSMD MPOS_CRYPTO MPOS_PROVISION_OPEN
+Also params publish: the signed EMV parameter package, taken by the terminal's own code
+(mposctl-params-check) under the CA certificate, and refused when a byte changes.
+
+usage: test_mposctl_hsm.py MPOSCTL MPOS_HSMD MPOS_CRYPTO MPOS_PROVISION_OPEN [PARAMS_CHECK]
 Exit 77 (skipped) when openssl or python3-cryptography is missing. With MPOS_TEST_ARTIFACTS
 set, every file (database, audit logs, bundles) is written under it and kept for the secret
 scan (tests/secret_scan.py).
@@ -25,6 +28,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 MPOSCTL, HSMD, CRYPTO, OPEN = [os.path.abspath(a) for a in sys.argv[1:5]]
+PARAMS_CHECK = os.path.abspath(sys.argv[5]) if len(sys.argv) > 5 else None
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 COMPONENTS = ["0F1E2D3C4B5A69788796A5B4C3D2E1F00112233445566778899AABBCCDDEEFF0",
               "A5A5A5A55A5A5A5A3C3C3C3CC3C3C3C3966969966996699600FF00FFFF00FF00"]
@@ -548,6 +552,143 @@ def test_e2e_commands(tmp):
         hsmd.stop()
 
 
+def params_check(*args):
+    """mposctl-params-check: (exit status, {package: [result lines]})."""
+    p = subprocess.run([PARAMS_CHECK] + list(args), capture_output=True, text=True, timeout=60)
+    assert p.returncode in (0, 1), (p.returncode, p.stdout, p.stderr)
+    res, cur = {}, None
+    for line in p.stdout.splitlines():
+        m = re.match(r"^(\S+): (applied|firmware-too-old|refused .*)$", line)
+        if m:
+            cur = m.group(1)
+            res[cur] = [m.group(2)]
+        else:
+            res[cur].append(line)
+    return p.returncode, res
+
+
+def test_params_publish(tmp):
+    """params publish: both signatures by mpos-hsmd, the package taken by the terminal's code
+    under the back end's CA certificate, refused after any change of a byte."""
+    comps = os.path.join(tmp, "components")
+    with open(comps, "w") as f:
+        for c in COMPONENTS:
+            f.write("%s %s\n" % (c, kcv(c)))
+    os.chmod(comps, 0o600)
+    hsmd = Hsmd(tmp, ["--lmk-components-file", comps])
+    try:
+        env = {"db": os.path.join(tmp, "mpos.db"), "sock": hsmd.sock}
+        ctl(env, "db", "migrate")
+        ctl(env, "key", "generate", "--label", "be-ca", "--usage", "S1", "--algorithm", "ec")
+        ca = os.path.join(tmp, "be-ca.der")
+        ctl(env, "ca", "create", "--key", "be-ca", "--cn", "openmpos test back-end CA",
+            "--out", ca)
+        ctl(env, "key", "generate", "--label", "params-1", "--usage", "S0", "--algorithm", "ec")
+        base = ["params", "publish", "--sign-key", "params-1", "--anchor-key", "be-ca"]
+
+        # The defaults: the three UnionPay AIDs, China / CNY / 2.
+        p1 = os.path.join(tmp, "params-1.bin")
+        out = fields(ctl(env, *base, "--version", "1", "--min-firmware", "1.0.0",
+                         "--out", p1))
+        data = open(p1, "rb").read()
+        assert out["version"] == "1" and out["size"] == str(len(data)), out
+        assert out["sha256"].lower() == hashlib.sha256(data).hexdigest(), out
+        assert os.stat(p1).st_mode & 0o777 == 0o644
+        assert data[0] == 0xE3 and len(data) <= 4096
+        rc, res = params_check("--anchor", ca, p1)
+        assert rc == 0 and res[p1][0] == "applied", res
+        lines = res[p1]
+        assert "version 1" in lines and "country 0156" in lines and "currency 0156" in lines
+        assert "exponent 2" in lines and not any(l.startswith("mcc") for l in lines), lines
+        aids = [l for l in lines if l.startswith("aid ")]
+        want = ["aid A00000033301010%d partial=1 version=0030 denial=0010000000 "
+                "online=D84004F800 default=D84000A800 floor=0 limit=0" % i for i in (1, 2, 3)]
+        assert aids == want, aids
+
+        # Any changed byte: refused (syntax or signature), nothing applied.
+        bad = os.path.join(tmp, "bad.bin")
+        positions = sorted(set(list(range(0, len(data), 11)) + [len(data) - 1, 40, 170, 250]))
+        for pos in positions:
+            with open(bad, "wb") as f:
+                f.write(data[:pos] + bytes([data[pos] ^ 0x01]) + data[pos + 1:])
+            rc, res = params_check("--anchor", ca, bad)
+            assert rc == 1 and res[bad][0].startswith("refused "), (pos, res)
+        # A package that lost its last byte, or got one more.
+        for blob in (data[:-1], data + b"\x00"):
+            with open(bad, "wb") as f:
+                f.write(blob)
+            rc, res = params_check("--anchor", ca, bad)
+            assert rc == 1 and res[bad][0].startswith("refused "), res
+
+        # Another anchor (another CA's certificate): refused, signature verification.
+        ctl(env, "key", "generate", "--label", "other-ca", "--usage", "S1", "--algorithm", "ec")
+        other = os.path.join(tmp, "other-ca.der")
+        ctl(env, "ca", "create", "--key", "other-ca", "--cn", "someone else", "--out", other)
+        rc, res = params_check("--anchor", other, p1)
+        assert rc == 1 and res[p1][0].startswith("refused ") and "verif" in res[p1][0], res
+
+        # Chosen AIDs and fields; versions only go up on the terminal; a minimum firmware
+        # above the running one holds the package and runs nothing.
+        p2 = os.path.join(tmp, "params-2.bin")
+        out = fields(ctl(env, *base, "--version", "2", "--min-firmware", "1.2.3", "--country",
+                         "344", "--currency", "344", "--exponent", "2", "--mcc", "5812",
+                         "--aid", "A000000333010101", "--aid=A0000003330101", "--validity",
+                         "30", "--out", p2))
+        assert out["version"] == "2", out
+        rc, res = params_check("--anchor", ca, "--firmware", "1.2.3", p2, p1)
+        assert rc == 1 and res[p2][0] == "applied", res
+        assert "country 0344" in res[p2] and "currency 0344" in res[p2] and \
+            "mcc 5812" in res[p2], res
+        assert [l.split()[1] for l in res[p2] if l.startswith("aid ")] == \
+            ["A000000333010101", "A0000003330101"], res
+        assert res[p1][0].startswith("refused ") and "rolled back" in res[p1][0], res
+        rc, res = params_check("--anchor", ca, "--firmware", "1.2.2", p2)
+        assert rc == 0 and res[p2][0] == "firmware-too-old", res
+        rc, res = params_check("--anchor", ca, "--firmware", "2.0.0", p1, p2)
+        assert rc == 0 and res[p1][0] == "applied" and res[p2][0] == "applied", res
+
+        # Refused calls: nothing written.
+        p3 = os.path.join(tmp, "params-3.bin")
+        for args in (["--version", "0"], ["--version", "-1"], ["--version", "4294967296"],
+                     ["--version", "x1"], ["--min-firmware", "1.2"],
+                     ["--min-firmware", "1.256.0"], ["--aid", "ZZ00000333010101"],
+                     ["--aid", "A0000003"], ["--aid", "A000000333010101000000000000000000"],
+                     ["--aid", "A00000033301010"],
+                     ["--aid", "A000000333010101", "--aid", "A000000333010101"],
+                     ["--country", "0"], ["--currency", "1000"], ["--exponent", "4"],
+                     ["--mcc", "58"], ["--validity", "0"], ["--validity", "3651"]):
+            full = {"--version": "3", "--min-firmware": "1.0.0"}
+            extra = []
+            i = 0
+            while i < len(args):
+                if args[i] in full:
+                    full[args[i]] = args[i + 1]
+                else:
+                    extra += args[i:i + 2]
+                i += 2
+            argv = base + [a for kv in full.items() for a in kv] + extra + ["--out", p3]
+            ctl(env, *argv, check=2)
+            assert not os.path.exists(p3), args
+        ctl(env, "params", "publish", "--anchor-key", "be-ca", "--version", "3",
+            "--min-firmware", "1.0.0", "--out", p3, check=2)
+        # The same key as signer and anchor; a key that is not an EC signing key; an unknown
+        # label; an existing file.
+        ctl(env, "params", "publish", "--sign-key", "be-ca", "--anchor-key", "be-ca",
+            "--version", "3", "--min-firmware", "1.0.0", "--out", p3, check=2)
+        ctl(env, "key", "generate", "--label", "k0", "--usage", "K0", "--algorithm", "aes")
+        assert "refused" in ctl(env, "params", "publish", "--sign-key", "k0", "--anchor-key",
+                                "be-ca", "--version", "3", "--min-firmware", "1.0.0",
+                                "--out", p3, check=1)
+        ctl(env, "params", "publish", "--sign-key", "nope", "--anchor-key", "be-ca",
+            "--version", "3", "--min-firmware", "1.0.0", "--out", p3, check=1)
+        assert not os.path.exists(p3)
+        ctl(env, *base, "--version", "3", "--min-firmware", "1.0.0", "--out", p1, check=1)
+        assert open(p1, "rb").read() == data
+        assert "params publish" in ctl(env, "params", "publish", "--help")
+    finally:
+        hsmd.stop()
+
+
 if __name__ == "__main__":
     if shutil.which("openssl") is None:
         print("openssl not installed: skipped")
@@ -558,6 +699,8 @@ if __name__ == "__main__":
         print("python3-cryptography not installed: skipped")
         sys.exit(77)
     tests = [test_keys_bdk_and_provisioning, test_spelled_forms, test_e2e_commands]
+    if PARAMS_CHECK:
+        tests.append(test_params_publish)
     if shutil.which("softhsm2-util") and os.path.exists(SOFTHSM_MODULE):
         tests.append(test_hsm_init_softhsm)
     artifacts = os.environ.get("MPOS_TEST_ARTIFACTS")
