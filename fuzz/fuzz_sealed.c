@@ -283,6 +283,9 @@ static void mode_structured(enum mpos_sealed_scheme s, const uint8_t *data, size
     }
     memset(&q, 0, sizeof(q));
     q.msg_type = data[0] & 1 ? MPOS_SEALED_MSG_REVERSAL : MPOS_SEALED_MSG_REQUEST;
+    if (q.msg_type == MPOS_SEALED_MSG_REVERSAL) {
+        q.reversal_reason = (uint8_t)(1 + (data[0] >> 1) % 4); /* a reversal says why */
+    }
     q.sequence = mpos_load_be32(data + 1);
     q.txn_type = (uint8_t)(1 + data[5] % 4);
     uint64_t a = ((uint64_t)mpos_load_be32(data + 6) << 32) | mpos_load_be32(data + 10);
@@ -317,9 +320,9 @@ static void mode_structured(enum mpos_sealed_scheme s, const uint8_t *data, size
     CHECK(fixed_keys(&p, s, MPOS_SEALED_DIR_REQUEST, ksn, ksn_len_of(s), &keys) == MPOS_OK);
     CHECK(mpos_sealed_seal_request(&cc, &keys, &q, NULL, NULL, buf, sizeof(buf), &len) == MPOS_OK);
     CHECK(mpos_sealed_open_request(&cc, fixed_keys, &p, buf, len, &back) == MPOS_OK);
-    CHECK(back.msg_type == q.msg_type && back.sequence == q.sequence &&
-          back.txn_type == q.txn_type && back.amount == q.amount && back.currency == q.currency &&
-          strcmp(back.merchant_id, q.merchant_id) == 0 &&
+    CHECK(back.msg_type == q.msg_type && back.reversal_reason == q.reversal_reason &&
+          back.sequence == q.sequence && back.txn_type == q.txn_type && back.amount == q.amount &&
+          back.currency == q.currency && strcmp(back.merchant_id, q.merchant_id) == 0 &&
           strcmp(back.terminal_id, q.terminal_id) == 0 && strcmp(back.datetime, q.datetime) == 0 &&
           strcmp(back.original_ref, q.original_ref) == 0 && back.ksn_len == ksn_len_of(s) &&
           memcmp(back.ksn, ksn, back.ksn_len) == 0);

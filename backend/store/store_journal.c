@@ -213,7 +213,9 @@ int mpos_store_journal_last_location(mpos_store *st, const char *serial, int64_t
     return rc;
 }
 
-int mpos_store_journal_mark_sent(mpos_store *st, int64_t id, int64_t now)
+/* An update of exactly one row by its id at time now (sql binds id, now); missing when no
+ * row changed (absent, or not in the state the statement wants). */
+static int update_one(mpos_store *st, const char *sql, int64_t id, int64_t now, int missing)
 {
     int64_t changes = 0;
     if (st == NULL) {
@@ -221,9 +223,14 @@ int mpos_store_journal_mark_sent(mpos_store *st, int64_t id, int64_t now)
     }
     int rc = store_require_schema(st);
     if (rc == MPOS_OK) {
-        rc = store_exec(st, sql_journal_mark_sent, &changes, "ii", id, now);
+        rc = store_exec(st, sql, &changes, "ii", id, now);
     }
-    return rc == MPOS_OK && changes != 1 ? MPOS_STORE_NOT_FOUND : rc;
+    return rc == MPOS_OK && changes != 1 ? missing : rc;
+}
+
+int mpos_store_journal_mark_sent(mpos_store *st, int64_t id, int64_t now)
+{
+    return update_one(st, sql_journal_mark_sent, id, now, MPOS_STORE_NOT_FOUND);
 }
 
 int mpos_store_journal_complete(mpos_store *st, int64_t id, const char *response_code,
@@ -384,28 +391,12 @@ int mpos_store_reversal_list_pending(mpos_store *st,
 
 int mpos_store_reversal_attempt(mpos_store *st, int64_t id, int64_t now)
 {
-    int64_t changes = 0;
-    if (st == NULL) {
-        return MPOS_ERR_ARG;
-    }
-    int rc = store_require_schema(st);
-    if (rc == MPOS_OK) {
-        rc = store_exec(st, sql_reversal_attempt, &changes, "ii", id, now);
-    }
-    return rc == MPOS_OK && changes != 1 ? MPOS_STORE_NOT_FOUND : rc;
+    return update_one(st, sql_reversal_attempt, id, now, MPOS_STORE_NOT_FOUND);
 }
 
 int mpos_store_reversal_done(mpos_store *st, int64_t id, int64_t now)
 {
-    int64_t changes = 0;
-    if (st == NULL) {
-        return MPOS_ERR_ARG;
-    }
-    int rc = store_require_schema(st);
-    if (rc == MPOS_OK) {
-        rc = store_exec(st, sql_reversal_done, &changes, "ii", id, now);
-    }
-    return rc == MPOS_OK && changes != 1 ? MPOS_STORE_STATE : rc;
+    return update_one(st, sql_reversal_done, id, now, MPOS_STORE_STATE);
 }
 
 /* ---- settlement ------------------------------------------------------------------------ */

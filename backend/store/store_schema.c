@@ -130,7 +130,6 @@ static const char migration_1[] =
     " prev_hash TEXT NOT NULL,"
     " row_hash TEXT NOT NULL);";
 
-
 /* Migration 2: the transaction journal (G-ACCT-4: masked PAN and keyed PAN hash only, never a
  * track, PIN, CVN or expiry), the store-and-forward reversal queue, settlement batches and
  * host sessions (the SHA-256 of the token only). */

@@ -56,7 +56,8 @@ static int forward_one(mpos_bk_txn *p, const struct mpos_store_reversal *r)
 {
     const struct mpos_store_journal *o = &r->orig;
     mpos_iso8583_msg m;
-    char de4[13], de11[7], de49[4], de90[43];
+    /* mpos_iso8583_set keeps pointers, not copies: every value lives until the send. */
+    char de4[13], de11[7], de42[16], de49[4], de90[43];
     uint8_t resp[BK_MSG_MAX];
     size_t resp_len = 0;
     snprintf(de4, sizeof(de4), "%012lld", (long long)o->amount);
@@ -89,7 +90,6 @@ static int forward_one(mpos_bk_txn *p, const struct mpos_store_reversal *r)
         rc = mpos_iso8583_set_str(&m, 41, o->tid);
     }
     if (rc == MPOS_OK) {
-        char de42[16];
         snprintf(de42, sizeof(de42), "%-15s", o->merchant_id);
         rc = mpos_iso8583_set_str(&m, 42, de42);
     }

@@ -14,7 +14,8 @@
  *  7. ISO 8583 upstream; timeout -> 91 and a reversal in the store-and-forward queue;
  *  8. the journal completed, the response sealed in hsmd for this KSN and sequence.
  * A REVERSAL from the terminal queues the 0400 of the transaction with its sequence number
- * (once), or is acknowledged locally when that transaction never went upstream.
+ * (once; DE 39 from the reason the reversal carries), or is acknowledged locally when that
+ * transaction never went upstream.
  */
 #define _GNU_SOURCE /* clock_gettime, gmtime_r, strcasecmp, M_PI */
 #include <ctype.h>
@@ -645,6 +646,23 @@ static int journal_complete(struct job *j)
     return rc;
 }
 
+/* ISO 8583 DE 39 of the 0400 for the reason the terminal's sealed REVERSAL carries
+ * (docs/protocol.md 2.3 DF34; docs/system-design.md 4.1). sealed.open guarantees 1..4. */
+static const char *reversal_de39(uint8_t reason)
+{
+    switch (reason) {
+    case 1: /* no valid response: the terminal timed out on us */
+        return MPOS_REVERSAL_REASON_TIMEOUT;
+    case 2: /* approved, then declined by the card (second GENERATE AC) */
+        return MPOS_REVERSAL_REASON_CARD_DECLINED;
+    case 3: /* power lost while online, or the card gone or mute after the approval */
+        return MPOS_REVERSAL_REASON_TERMINAL_FAILED;
+    default: /* 4, cancelled after the request went out: the terminal did not complete it, and
+                the store's reasons have no customer-cancellation code (17) */
+        return MPOS_REVERSAL_REASON_TERMINAL_FAILED;
+    }
+}
+
 /* A REVERSAL from the terminal for the transaction of the same sequence number. */
 static int process_reversal(struct job *j)
 {
@@ -670,11 +688,8 @@ static int process_reversal(struct job *j)
         char de7[11];
         int64_t rid = 0;
         bk_de7(de7);
-        /* The sealed reversal carries no reason: after an approval, the card or terminal
-         * refused to complete it (06); otherwise the terminal failed (22). */
-        const char *reason = strcmp(j->e.response_code, "00") == 0
-                                 ? MPOS_REVERSAL_REASON_CARD_DECLINED
-                                 : MPOS_REVERSAL_REASON_TERMINAL_FAILED;
+        /* The terminal's own reason, not a guess from the journal's outcome. */
+        const char *reason = reversal_de39(j->o.fields.reversal_reason);
         pthread_mutex_lock(&p->store_mu);
         rc = mpos_store_reversal_queue(p->st, j->e.id, reason, de7, bk_now_s(), &rid);
         pthread_mutex_unlock(&p->store_mu);

@@ -80,14 +80,17 @@ static int connect_to(const char *host, uint16_t port, int timeout_ms)
     return fd;
 }
 
-/* Writes a whole frame; the caller holds send_mu. */
-static int write_all(int fd, const uint8_t *b, size_t n)
+/* Writes a whole frame within timeout_ms in all (a switch that reads a byte a second must not
+ * hold send_mu, and every other request, for ever); the caller holds send_mu. */
+static int write_all(int fd, const uint8_t *b, size_t n, int timeout_ms)
 {
+    int64_t deadline = bk_now_ms() + timeout_ms;
     while (n > 0) {
         ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
         if (w < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
             struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-            if (poll(&pfd, 1, 1000) <= 0) {
+            int64_t left = deadline - bk_now_ms();
+            if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
                 return -1;
             }
             continue;
@@ -129,7 +132,7 @@ static int send_msg(mpos_bk_txn *p, mpos_iso8583_msg *msg)
         return BK_UP_NOT_SENT;
     }
     pthread_mutex_lock(&u->send_mu);
-    rc = write_all(fd, out, n) == 0 ? MPOS_OK : BK_UP_TIMEOUT;
+    rc = write_all(fd, out, n, p->cfg.upstream_timeout_ms) == 0 ? MPOS_OK : BK_UP_TIMEOUT;
     pthread_mutex_unlock(&u->send_mu);
     if (rc == MPOS_OK) {
         pthread_mutex_lock(&u->mu);
@@ -266,6 +269,7 @@ static void *up_main(void *arg)
     struct bk_upstream *u = &p->up;
     uint8_t rbuf[2 * (BK_MSG_MAX + MPOS_ISO8583_FRAME_HDR)];
     size_t have = 0;
+    int64_t rx_since = 0; /* when the partial message in rbuf began */
     uint32_t signon_stan = 0;
     int64_t connected_at = 0;
     for (;;) {
@@ -311,6 +315,13 @@ static void *up_main(void *arg)
                 continue;
             }
         }
+        if (have > 0 && now - rx_since > p->cfg.upstream_timeout_ms) {
+            /* Half a message that never ends: the peer is stuck or hostile. */
+            log_line("incomplete message timed out; reconnecting");
+            drop_connection(u);
+            have = 0;
+            continue;
+        }
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int pr = poll(&pfd, 1, 100);
         if (pr < 0 && errno != EINTR) {
@@ -329,14 +340,18 @@ static void *up_main(void *arg)
             drop_connection(u);
             continue;
         }
+        if (have == 0) {
+            rx_since = bk_now_ms();
+        }
         have += (size_t)r;
         for (;;) {
             const uint8_t *md = NULL;
             size_t ml = 0, fl = 0;
             int fr = mpos_iso8583_frame_parse(rbuf, have, &md, &ml, &fl);
             if (fr == MPOS_ERR_LENGTH) {
-                if (have == sizeof(rbuf)) {
-                    fr = MPOS_ERR_FORMAT; /* longer than anything we take */
+                if (have == sizeof(rbuf) ||
+                    (have >= MPOS_ISO8583_FRAME_HDR && mpos_load_be16(rbuf) > BK_MSG_MAX)) {
+                    fr = MPOS_ERR_FORMAT; /* longer than anything we take: no waiting for it */
                 } else {
                     break;
                 }
@@ -350,6 +365,7 @@ static void *up_main(void *arg)
             dispatch(p, (uint8_t *)md, ml, signon_stan);
             memmove(rbuf, rbuf + fl, have - fl);
             have -= fl;
+            rx_since = bk_now_ms();
         }
     }
     drop_connection(u);

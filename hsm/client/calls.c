@@ -521,6 +521,14 @@ static int read_sealed_open(const hsm_client *c, struct hsm_sealed_open_resp *r)
         return MPOS_ERR_FORMAT;
     }
     f->sequence = (uint32_t)seq;
+    /* The reason is there exactly in a reversal (docs/protocol.md 2.3 DF34): the back end
+     * reads it to pick the reversal's DE 39, so an answer without it is malformed. */
+    if (hsm_msg_has(&c->resp, HSM_TAG_REV_REASON) != (f->msg_type == 0x02) ||
+        (f->msg_type == 0x02 &&
+         (hsm_msg_u8(&c->resp, HSM_TAG_REV_REASON, &f->reversal_reason) != 0 ||
+          f->reversal_reason < 1 || f->reversal_reason > 4))) {
+        return MPOS_ERR_FORMAT;
+    }
     r->chip_card = chip != 0;
     r->has_pin = has_pin != 0;
     if (hsm_msg_has(&c->resp, HSM_TAG_LOCATION)) {

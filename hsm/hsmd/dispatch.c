@@ -757,6 +757,9 @@ static int do_sealed_open(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
         hsm_put_text(w, HSM_TAG_DATETIME, f->datetime);
         hsm_put_u8(w, HSM_TAG_ENTRY_MODE, f->entry_mode);
         hsm_put_u8(w, HSM_TAG_FALLBACK, f->fallback);
+        if (f->reversal_reason != 0) {
+            hsm_put_u8(w, HSM_TAG_REV_REASON, f->reversal_reason);
+        }
         if (f->masked_pan[0] != '\0') {
             hsm_put_text(w, HSM_TAG_MASKED_PAN, f->masked_pan);
         }

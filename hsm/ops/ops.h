@@ -591,6 +591,9 @@ struct hsm_sealed_fields {
     int32_t lon_e7;                   /* longitude, 1e-7 degrees */
     uint32_t accuracy_m;              /* metres */
     uint64_t location_time;           /* Unix seconds, host clock */
+    uint8_t reversal_reason; /* reversals only (msg_type 0x02): 1 no response, 2 card declined
+                                after approval, 3 terminal failure, 4 cancelled (enum
+                                mpos_sealed_reversal_reason); 0 in a request */
 };
 
 /* sealed.open (0x0801): opens a terminal's sealed request with the DUKPT request keys that

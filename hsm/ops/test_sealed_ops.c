@@ -382,6 +382,7 @@ static void check_open(struct term *t, const struct tc_card *c, const mpos_seale
 {
     const struct hsm_sealed_fields *f = &r->fields;
     assert_int_equal(f->msg_type, MPOS_SEALED_MSG_REQUEST);
+    assert_int_equal(f->reversal_reason, 0); /* a request has none */
     assert_int_equal(f->scheme, t->scheme);
     assert_int_equal(f->ksn_len, t->ksn_len);
     assert_memory_equal(f->ksn, t->ksn, t->ksn_len);
@@ -637,28 +638,41 @@ static void test_sealed_stripe(void **state)
         assert_string_equal(open_resp.pan, c->pan);
         assert_int_equal(open_resp.fields.entry_mode, MPOS_ENTRY_MAGSTRIPE);
     }
-    /* A reversal without a card: no PAN, no hash, no PIN. */
-    term_next(&t);
-    memset(&q, 0, sizeof(q));
-    q.msg_type = MPOS_SEALED_MSG_REVERSAL;
-    q.sequence = 77;
-    q.txn_type = MPOS_LINK_TXN_SALE;
-    q.amount = 100;
-    q.currency = 156;
-    strcpy(q.merchant_id, "898310048990001");
-    strcpy(q.terminal_id, "10000001");
-    strcpy(q.datetime, "20260115093000");
-    q.entry_mode = MPOS_ENTRY_NONE;
-    seal(&t, &q);
-    req.sealed_len = msg_len;
-    assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_OK);
-    assert_int_equal(open_resp.fields.msg_type, MPOS_SEALED_MSG_REVERSAL);
-    assert_string_equal(open_resp.pan, "");
-    assert_string_equal(open_resp.fields.masked_pan, "");
-    assert_int_equal(open_resp.has_pan_hash, 0);
-    assert_int_equal(open_resp.has_pin, 0);
-    assert_int_equal(open_resp.chip_card, 0);
-    assert_int_equal(open_resp.fields.has_location, 0);
+    /* A reversal without a card: no PAN, no hash, no PIN; its reason, each of them, as the
+     * terminal sealed it (docs/protocol.md 2.3 DF34). */
+    for (uint8_t reason = MPOS_SEALED_REV_NO_RESPONSE; reason <= MPOS_SEALED_REV_CANCELLED;
+         reason++) {
+        term_next(&t);
+        memset(&q, 0, sizeof(q));
+        q.msg_type = MPOS_SEALED_MSG_REVERSAL;
+        q.reversal_reason = reason;
+        q.sequence = 77;
+        q.txn_type = MPOS_LINK_TXN_SALE;
+        q.amount = 100;
+        q.currency = 156;
+        strcpy(q.merchant_id, "898310048990001");
+        strcpy(q.terminal_id, "10000001");
+        strcpy(q.datetime, "20260115093000");
+        q.entry_mode = MPOS_ENTRY_NONE;
+        seal(&t, &q);
+        req.sealed_len = msg_len;
+        assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_OK);
+        assert_int_equal(open_resp.fields.msg_type, MPOS_SEALED_MSG_REVERSAL);
+        assert_int_equal(open_resp.fields.reversal_reason, reason);
+        assert_int_equal(open_resp.fields.sequence, 77);
+        assert_string_equal(open_resp.pan, "");
+        assert_string_equal(open_resp.fields.masked_pan, "");
+        assert_int_equal(open_resp.has_pan_hash, 0);
+        assert_int_equal(open_resp.has_pin, 0);
+        assert_int_equal(open_resp.chip_card, 0);
+        assert_int_equal(open_resp.fields.has_location, 0);
+        /* The reason is MAC'd: changed in transit, the request does not open. */
+        size_t at = msg_len - (3 + 8) - 1; /* TDES: an 8-byte MAC after it */
+        assert_int_equal(msg[at], reason);
+        msg[at] = (uint8_t)(reason % 4 + 1);
+        assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_VERIFY);
+        assert_int_equal(open_resp.fields.reversal_reason, 0);
+    }
     /* Garbage and oversized input. */
     req.sealed_len = 0;
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_LENGTH);

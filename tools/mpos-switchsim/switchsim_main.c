@@ -33,6 +33,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -533,6 +534,10 @@ static void run(struct app *a)
                 k++;
             }
             if (fd >= 0 && k < CTL_CLIENTS) {
+                /* The answers are written blocking: a client that never reads must not stall
+                 * the switch for more than a second per answer. */
+                struct timeval tv = {1, 0};
+                (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
                 a->cl[k].fd = fd;
                 a->cl[k].len = 0;
             } else if (fd >= 0) {

@@ -528,6 +528,56 @@ exit:
     return rc;
 }
 
+/* key import and bdk import: the key block in file (trailing line ends ignored) imported by
+ * hsmd from under the KEK kek_label into resp, with req's expectations (check value, DUKPT);
+ * label must still be free. what names the command in errors. */
+static int import_block(struct ctl *c, const char *what, const char *label, const char *kek_label,
+                        const char *file, struct hsm_import_key_req *req,
+                        struct hsm_import_key_resp *resp)
+{
+    struct mpos_store_key kek;
+    hsm_client hc;
+    uint8_t *block = NULL;
+    size_t block_len = 0;
+    int rc = ctl_open_store(c, 0, 0);
+    if (rc == CTL_OK) {
+        rc = label_free(c, label);
+    }
+    if (rc == CTL_OK) {
+        rc = load_block(c, "kek", kek_label, &kek, &req->kek);
+    }
+    if (rc == CTL_OK) {
+        rc = read_file(c, file, &block, &block_len, HSM_KEYBLOCK_MAX_LEN + 2);
+    }
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    while (block_len > 0 && (block[block_len - 1] == '\n' || block[block_len - 1] == '\r')) {
+        block[--block_len] = '\0';
+    }
+    req->block.text = (const char *)block;
+    req->block.len = block_len;
+    rc = hsm_open(c, &hc);
+    if (rc != CTL_OK) {
+        goto exit;
+    }
+    rc = hsm_client_import_key(&hc, req, resp);
+    hsm_client_close(&hc);
+    if (rc != 0) {
+        rc = hsm_error(c, rc, what);
+    }
+exit:
+    req->block.text = NULL;
+    req->block.len = 0;
+    req->kek.text = NULL;
+    req->kek.len = 0;
+    if (block != NULL) {
+        mpos_cleanse(block, block_len);
+        free(block);
+    }
+    return rc;
+}
+
 static int key_import(struct ctl *c, int argc, char **argv)
 {
     struct ctl_opt opts[] = {{"label", 1, NULL}, {"kek", 1, NULL},       {"block-file", 1, NULL},
@@ -536,10 +586,6 @@ static int key_import(struct ctl *c, int argc, char **argv)
                              {"mode", 1, NULL},  {"exportable", 0, NULL}};
     struct hsm_import_key_req req;
     struct hsm_import_key_resp resp;
-    struct mpos_store_key kek;
-    hsm_client hc;
-    uint8_t *block = NULL;
-    size_t block_len = 0;
     int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_key_import);
     if (rc != CTL_OK) {
         return rc;
@@ -577,39 +623,9 @@ static int key_import(struct ctl *c, int argc, char **argv)
         }
         req.dukpt = strcmp(dukpt, "aes") == 0 ? 1 : 2;
     }
-    rc = ctl_open_store(c, 0, 0);
+    rc = import_block(c, "key import", label, kek_label, file, &req, &resp);
     if (rc == CTL_OK) {
-        rc = label_free(c, label);
-    }
-    if (rc == CTL_OK) {
-        rc = load_block(c, "kek", kek_label, &kek, &req.kek);
-    }
-    if (rc == CTL_OK) {
-        rc = read_file(c, file, &block, &block_len, HSM_KEYBLOCK_MAX_LEN + 2);
-    }
-    if (rc != CTL_OK) {
-        goto exit;
-    }
-    while (block_len > 0 && (block[block_len - 1] == '\n' || block[block_len - 1] == '\r')) {
-        block[--block_len] = '\0';
-    }
-    req.block.text = (const char *)block;
-    req.block.len = block_len;
-    rc = hsm_open(c, &hc);
-    if (rc != CTL_OK) {
-        goto exit;
-    }
-    rc = hsm_client_import_key(&hc, &req, &resp);
-    hsm_client_close(&hc);
-    if (rc != 0) {
-        rc = hsm_error(c, rc, "key import");
-        goto exit;
-    }
-    rc = stored_key_output(c, label, &resp.key, resp.kcv, resp.kcv_len);
-exit:
-    if (block != NULL) {
-        mpos_cleanse(block, block_len);
-        free(block);
+        rc = stored_key_output(c, label, &resp.key, resp.kcv, resp.kcv_len);
     }
     MPOS_WIPE_CTX(&resp);
     return rc;
@@ -1361,10 +1377,8 @@ static int bdk_import(struct ctl *c, int argc, char **argv)
                              {"first-device", 1, NULL}, {"kcv", 1, NULL}};
     struct hsm_import_key_req req;
     struct hsm_import_key_resp resp;
-    struct mpos_store_key kek;
-    hsm_client hc;
-    uint8_t *block = NULL, ksi[5];
-    size_t block_len = 0, ksi_len = 0;
+    uint8_t ksi[5];
+    size_t ksi_len = 0;
     char ksi_hex[11], kcv[2 * HSM_KCV_LEN + 1];
     int64_t first = 1;
     int rc = ctl_parse(c, argc, argv, opts, CTL_NOPTS(opts), NULL, 0, 0, help_bdk_import);
@@ -1398,34 +1412,10 @@ static int bdk_import(struct ctl *c, int argc, char **argv)
         return ctl_error(c, CTL_USAGE, "--first-device: a device ID the scheme allows");
     }
     mpos_hex_encode(ksi, ksi_len, ksi_hex);
-    rc = ctl_open_store(c, 0, 0);
-    if (rc == CTL_OK) {
-        rc = label_free(c, label);
-    }
-    if (rc == CTL_OK) {
-        rc = load_block(c, "kek", kek_label, &kek, &req.kek);
-    }
-    if (rc == CTL_OK) {
-        rc = read_file(c, file, &block, &block_len, HSM_KEYBLOCK_MAX_LEN + 2);
-    }
-    if (rc != CTL_OK) {
-        goto exit;
-    }
-    while (block_len > 0 && (block[block_len - 1] == '\n' || block[block_len - 1] == '\r')) {
-        block[--block_len] = '\0';
-    }
-    req.block.text = (const char *)block;
-    req.block.len = block_len;
     /* The scheme follows the key set ID's length; hsmd checks it against the algorithm. */
     req.dukpt = ksi_len == 4 ? 1 : 2;
-    rc = hsm_open(c, &hc);
+    rc = import_block(c, "bdk import", label, kek_label, file, &req, &resp);
     if (rc != CTL_OK) {
-        goto exit;
-    }
-    rc = hsm_client_import_key(&hc, &req, &resp);
-    hsm_client_close(&hc);
-    if (rc != 0) {
-        rc = hsm_error(c, rc, "bdk import");
         goto exit;
     }
     if (strcmp(resp.attr.usage, "B0") != 0 || resp.attr.dukpt != req.dukpt) {
@@ -1462,10 +1452,6 @@ static int bdk_import(struct ctl *c, int argc, char **argv)
             mpos_terminal_scheme_name(scheme), ksi_hex);
     rc = CTL_OK;
 exit:
-    if (block != NULL) {
-        mpos_cleanse(block, block_len);
-        free(block);
-    }
     MPOS_WIPE_CTX(&resp);
     return rc;
 }

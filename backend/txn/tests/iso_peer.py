@@ -9,6 +9,9 @@ Behaviour, per message received (the control file is re-read each time; one word
   0200 / 0100 -> 0210 / 0110: amount ending in 51 -> 51, else 00 with 38 and DE 55 (91, 8A);
                  "silent" in the control file: no answer (the processor times out)
   0400        -> 0410 (39 = 00); "drop_0400": no answer
+  "partial":  a 0200 / 0100 gets the first half of its answer, then nothing more on that
+              connection (a stuck switch); "oversize": a 0200 / 0100 gets a length header of
+              65535 and 4 bytes, then nothing more (the processor must not wait for the rest)
 Every message received is logged as one JSON line (no PAN: only whether DE 2 was there).
 
 usage: iso_peer.py PORT_FILE LOG_FILE CONTROL_FILE ZAK_HEX
@@ -116,6 +119,7 @@ def control(path):
 
 def handle(conn, log, ctl_path, zak):
     buf = b""
+    stalled = False
     while True:
         data = conn.recv(4096)
         if not data:
@@ -135,7 +139,7 @@ def handle(conn, log, ctl_path, zak):
                     rec["de%d" % k] = f[k].decode()
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            if not mac_ok:
+            if not mac_ok or stalled:
                 continue
             ctl = control(ctl_path)
             echo = {k: f[k] for k in (3, 4, 7, 11, 37, 41, 42) if k in f}
@@ -143,6 +147,10 @@ def handle(conn, log, ctl_path, zak):
                 conn.sendall(build("0810", {7: f[7], 11: f[11], 39: "00", 70: f[70]}, zak))
             elif mti in ("0200", "0100"):
                 if "silent" in ctl:
+                    continue
+                if "oversize" in ctl:
+                    conn.sendall(b"\xff\xff0210")
+                    stalled = True
                     continue
                 amount = int(f[4])
                 r = dict(echo)
@@ -155,7 +163,12 @@ def handle(conn, log, ctl_path, zak):
                     r[55] = bytes.fromhex("910A1122334455667788") + b"00" + bytes.fromhex("8A02") + b"00"
                 if mti == "0100":
                     r[62] = "balance=123456"
-                conn.sendall(build("0210" if mti == "0200" else "0110", r, zak))
+                out = build("0210" if mti == "0200" else "0110", r, zak)
+                if "partial" in ctl:
+                    conn.sendall(out[:len(out) // 2])
+                    stalled = True
+                    continue
+                conn.sendall(out)
             elif mti == "0400":
                 if "drop_0400" in ctl:
                     continue

@@ -288,7 +288,11 @@ static size_t field55(uint8_t *out, size_t cap, uint64_t amount)
     return len;
 }
 
-/* Seals a request (type 1 sale ..., msg_type request or reversal) with the next KSN. */
+/* The reason the next sealed reversal carries (docs/protocol.md 2.3 DF34). */
+static uint8_t rev_reason = MPOS_SEALED_REV_CARD_DECLINED;
+
+/* Seals a request (type 1 sale ..., msg_type request or reversal, which carries rev_reason)
+ * with the next KSN. */
 static void seal(struct sealed_msg *m, uint8_t msg_type, uint32_t seq, uint8_t type,
                  uint64_t amount, const char *ref, int card, int with_pin)
 {
@@ -304,6 +308,7 @@ static void seal(struct sealed_msg *m, uint8_t msg_type, uint32_t seq, uint8_t t
                                           MPOS_SEALED_DIR_RESPONSE, ksn),
                      MPOS_OK);
     q.msg_type = msg_type;
+    q.reversal_reason = msg_type == MPOS_SEALED_MSG_REVERSAL ? rev_reason : 0;
     q.sequence = seq;
     q.txn_type = type;
     q.amount = amount;
@@ -639,6 +644,40 @@ static void test_timeout_reversal(void **state)
     assert_int_equal(count_log_all("\"mti\": \"0400\"", rrn_key, (char *)NULL), after);
 }
 
+/* A switch that sends half a message, or announces one longer than the link takes, and
+ * then nothing: the request gets 91 and the link does not wait for the rest: it drops the
+ * connection and signs on again within the upstream time limit (docs/system-design.md 4.2). */
+static void test_stuck_upstream(void **state)
+{
+    (void)state;
+    static const char *const modes[] = {"partial\n", "oversize\n"};
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        struct sealed_msg m;
+        mpos_sealed_response r;
+        mpos_bk_txn_outcome o;
+        mpos_bk_txn_context c;
+        int signons = count_in_log("\"de70\": \"001\"");
+        write_file(ctl_file, modes[i]);
+        context(&c, 1, 4300 + (uint64_t)i, MPOS_ROLE_CASHIER);
+        seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 4300 + (uint64_t)i, NULL, 1, 0);
+        assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
+        assert_string_equal(o.response_code, "91");
+        write_file(ctl_file, "");
+        int again = 0;
+        for (int k = 0; k < 100 && !again; k++) {
+            again = count_in_log("\"de70\": \"001\"") > signons;
+            usleep(50000);
+        }
+        assert_true(again);
+        usleep(300000); /* the 0810 on its way back */
+        /* Signed on again: the next request is answered. */
+        context(&c, 1, 4310 + (uint64_t)i, MPOS_ROLE_CASHIER);
+        seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 4310 + (uint64_t)i, NULL, 1, 0);
+        assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
+        assert_string_equal(o.response_code, "00");
+    }
+}
+
 static void test_terminal_reversal(void **state)
 {
     (void)state;
@@ -655,6 +694,7 @@ static void test_terminal_reversal(void **state)
     snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", r.rrn);
     /* The card declined after the approval: the terminal reverses, twice (a retry). */
     c.has_intent = 0;
+    rev_reason = MPOS_SEALED_REV_CARD_DECLINED;
     for (int i = 0; i < 2; i++) {
         seal(&rv, MPOS_SEALED_MSG_REVERSAL, seq, 1, 700, NULL, 0, 0);
         assert_int_equal(run(&c, &rv, &r, &o), MPOS_OK);
@@ -664,6 +704,42 @@ static void test_terminal_reversal(void **state)
     assert_true(wait_log("\"mti\": \"0400\"", rrn_key, 1, 5000));
     usleep(1000000);
     assert_int_equal(count_log_all("\"mti\": \"0400\"", rrn_key, (char *)NULL), 1);
+    /* The switch got the terminal's reason in DE 39: 06 card declined after approval. */
+    assert_int_equal(count_log_all("\"mti\": \"0400\"", rrn_key, "\"de39\": \"06\"",
+                                   "\"de90\": \"0200", (char *)NULL),
+                     1);
+    /* Each reason the terminal can give, on an approved sale of its own: the 0400 carries
+     * the DE 39 of docs/system-design.md 4.1, not a guess from the approval. */
+    static const struct {
+        uint8_t reason;
+        const char *de39, *other; /* the code it must carry, one it must not */
+    } cases[] = {
+        {MPOS_SEALED_REV_NO_RESPONSE, "\"de39\": \"68\"", "\"de39\": \"06\""},
+        {MPOS_SEALED_REV_TERMINAL_FAILURE, "\"de39\": \"22\"", "\"de39\": \"06\""},
+        {MPOS_SEALED_REV_CANCELLED, "\"de39\": \"22\"", "\"de39\": \"06\""},
+        {MPOS_SEALED_REV_CARD_DECLINED, "\"de39\": \"06\"", "\"de39\": \"22\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint32_t s2 = next_seq++;
+        c.has_intent = 1;
+        seal(&m, MPOS_SEALED_MSG_REQUEST, s2, 1, 700, NULL, 1, 0);
+        assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
+        assert_string_equal(o.response_code, "00");
+        snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", r.rrn);
+        c.has_intent = 0;
+        rev_reason = cases[i].reason;
+        seal(&rv, MPOS_SEALED_MSG_REVERSAL, s2, 1, 700, NULL, 0, 0);
+        assert_int_equal(run(&c, &rv, &r, &o), MPOS_OK);
+        assert_string_equal(o.response_code, "00");
+        assert_int_equal(o.is_reversal, 1);
+        assert_true(wait_log("\"mti\": \"0400\"", rrn_key, 1, 5000));
+        assert_int_equal(count_log_all("\"mti\": \"0400\"", rrn_key, cases[i].de39,
+                                       "\"de90\": \"0200", "\"mac_ok\": true", (char *)NULL),
+                         1);
+        assert_int_equal(count_log_all("\"mti\": \"0400\"", rrn_key, cases[i].other, (char *)NULL),
+                         0);
+    }
+    rev_reason = MPOS_SEALED_REV_CARD_DECLINED;
     /* A reversal of a sequence never seen: acknowledged locally. */
     int rev = count_in_log("\"mti\": \"0400\"");
     seal(&rv, MPOS_SEALED_MSG_REVERSAL, 900000, 1, 700, NULL, 0, 0);
@@ -758,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_timeout_reversal),
         cmocka_unit_test(test_terminal_reversal),
         cmocka_unit_test(test_settle),
+        cmocka_unit_test(test_stuck_upstream), /* after the settlement: its sales are extra */
         cmocka_unit_test(test_no_pan_at_rest),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

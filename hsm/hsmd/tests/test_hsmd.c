@@ -920,6 +920,7 @@ static void test_sealed_open_respond(void **state)
     assert_string_equal(r.pan, SEALED_PAN);
     assert_int_equal(r.chip_card, 1); /* service code 201 */
     assert_int_equal(r.has_pin, 1);
+    assert_int_equal(r.fields.reversal_reason, 0); /* a request has none */
     /* The PIN under the ZPK, format 0; track 2 under the ZEK, ISO 9797-1 padding method 2. */
     assert_int_equal(r.pin_block_len, 8);
     harness_hex(ZPK_TDES, key, sizeof(key));
@@ -981,6 +982,34 @@ static void test_sealed_open_respond(void **state)
     assert_true(no_field(&c));
     req.bdk = kb_in(bdk_aes_kb);
     assert_int_equal(hsm_client_sealed_open(&c, &req, &r), 0); /* the connection still serves */
+
+    /* A reversal: its reason crosses the socket as `reversal-reason` (docs/protocol.md 2.3
+     * DF34), each of the four. */
+    for (uint8_t reason = MPOS_SEALED_REV_NO_RESPONSE; reason <= MPOS_SEALED_REV_CANCELLED;
+         reason++) {
+        mpos_sealed_request q;
+        size_t rlen = 0;
+        memset(&q, 0, sizeof(q));
+        q.msg_type = MPOS_SEALED_MSG_REVERSAL;
+        q.reversal_reason = reason;
+        q.sequence = 77;
+        q.txn_type = MPOS_LINK_TXN_SALE;
+        q.amount = 4200;
+        q.currency = 156;
+        strcpy(q.merchant_id, "898310048990001");
+        strcpy(q.terminal_id, "10000001");
+        strcpy(q.datetime, "20260115093000");
+        q.entry_mode = MPOS_ENTRY_NONE;
+        assert_int_equal(
+            mpos_sealed_seal_request(&cc, &st.req_keys, &q, NULL, NULL, msg, sizeof(msg), &rlen),
+            MPOS_OK);
+        req.sealed_len = rlen;
+        assert_int_equal(hsm_client_sealed_open(&c, &req, &r), 0);
+        assert_int_equal(r.fields.msg_type, MPOS_SEALED_MSG_REVERSAL);
+        assert_int_equal(r.fields.reversal_reason, reason);
+        assert_int_equal(r.fields.sequence, 77);
+        assert_string_equal(r.pan, "");
+    }
     MPOS_WIPE_CTX(&r);
     hsm_client_close(&t);
     hsm_client_close(&c);

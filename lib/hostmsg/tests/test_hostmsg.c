@@ -216,6 +216,26 @@ static void test_strict(void **state)
     assert_int_equal(mpos_hostmsg_parse(&m, b, n), MPOS_OK);
     b[10] = 'X';
     assert_int_equal(mpos_hostmsg_parse(&m, b, n), MPOS_ERR_FORMAT);
+    /* ... and only first 6 / last 4 in clear: a whole PAN, or a digit in the middle, is
+     * refused */
+    n = tu_hex("87"
+               "12"
+               "0010"
+               "36323232303031323334353630303031",
+               b, sizeof(b));
+    assert_int_equal(mpos_hostmsg_parse(&m, b, n), MPOS_ERR_FORMAT);
+    n = tu_hex("87"
+               "12"
+               "0010"
+               "3632323230302A2A2A312A2A30303031",
+               b, sizeof(b));
+    assert_int_equal(mpos_hostmsg_parse(&m, b, n), MPOS_ERR_FORMAT);
+    n = tu_hex("87"
+               "12"
+               "0010"
+               "3632323230302A2A2A2A2A2A2A303031",
+               b, sizeof(b));
+    assert_int_equal(mpos_hostmsg_parse(&m, b, n), MPOS_ERR_FORMAT);
     /* mac not last */
     n = tu_hex("06"
                "3F"

@@ -31,6 +31,7 @@ enum {
     T_ENCRYPTED = 0xDF31,
     T_PIN_FORMAT = 0xDF32,
     T_PIN_BLOCK = 0xDF33,
+    T_REVERSAL_REASON = 0xDF34,
     T_RESPONSE_CODE = 0xDF50,
     T_AUTH_CODE = 0xDF51,
     T_RRN = 0xDF52,
@@ -525,6 +526,7 @@ enum {
     RQ_ENCRYPTED,
     RQ_PIN_FORMAT,
     RQ_PIN_BLOCK,
+    RQ_REVERSAL_REASON,
     RQ_MAC,
     RQ_COUNT
 };
@@ -550,6 +552,7 @@ static const struct spec request_spec[RQ_COUNT] = {
     [RQ_ENCRYPTED] = {T_ENCRYPTED, MPOS_DES_BLOCK_LEN, CARD_CT_MAX, 0},
     [RQ_PIN_FORMAT] = {T_PIN_FORMAT, 1, 1, 0},
     [RQ_PIN_BLOCK] = {T_PIN_BLOCK, 8, 16, 0},
+    [RQ_REVERSAL_REASON] = {T_REVERSAL_REASON, 1, 1, 0},
     [RQ_MAC] = {T_MAC, 8, MPOS_SEALED_MAX_MAC_LEN, 1},
 };
 
@@ -645,6 +648,15 @@ static int txn_type_ok(unsigned t)
     return t >= MPOS_LINK_TXN_SALE && t <= MPOS_LINK_TXN_BALANCE;
 }
 
+/* A reversal says why (1..4, docs/protocol.md 2.3 DF34); a request has no reason. */
+static int reversal_reason_ok(unsigned msg_type, unsigned reason)
+{
+    if (msg_type == MPOS_SEALED_MSG_REVERSAL) {
+        return reason >= MPOS_SEALED_REV_NO_RESPONSE && reason <= MPOS_SEALED_REV_CANCELLED;
+    }
+    return reason == 0;
+}
+
 /* The card data is complete and consistent for the entry mode. */
 static int card_ok(const mpos_sealed_card *c, unsigned entry_mode)
 {
@@ -673,7 +685,8 @@ static int request_ok(const mpos_sealed_request *r, const struct scheme_info *si
     int needs_ref = t == MPOS_LINK_TXN_VOID || t == MPOS_LINK_TXN_REFUND;
     int has_card = em != MPOS_ENTRY_NONE;
     if ((r->msg_type != MPOS_SEALED_MSG_REQUEST && r->msg_type != MPOS_SEALED_MSG_REVERSAL) ||
-        !txn_type_ok(t) || r->amount > MPOS_SEALED_MAX_AMOUNT ||
+        !reversal_reason_ok(r->msg_type, r->reversal_reason) || !txn_type_ok(t) ||
+        r->amount > MPOS_SEALED_MAX_AMOUNT ||
         (t == MPOS_LINK_TXN_BALANCE ? r->amount != 0 : r->amount == 0) || r->currency < 1 ||
         r->currency > 999) {
         return 0;
@@ -875,6 +888,10 @@ int mpos_sealed_seal_request(mpos_crypto_ctx *cc, const mpos_sealed_keys *keys,
     if (req->has_pin) {
         PUT_U8(T_PIN_FORMAT, req->pin_format);
         PUT(T_PIN_BLOCK, req->pin_block, req->pin_block_len);
+    }
+    /* A reversal's reason, in clear for the back end's ISO 8583 DE 39, and MAC'd. */
+    if (req->msg_type == MPOS_SEALED_MSG_REVERSAL) {
+        PUT_U8(T_REVERSAL_REASON, req->reversal_reason);
     }
     /* Last, the MAC over everything before it. */
     rc = put_mac(cc, &si, keys->mac_key, out, cap, &len);
@@ -1144,6 +1161,14 @@ int mpos_sealed_open_request(mpos_crypto_ctx *cc, mpos_sealed_key_fn get_keys, v
         req->pin_format = s[RQ_PIN_FORMAT].v[0];
         memcpy(req->pin_block, s[RQ_PIN_BLOCK].v, s[RQ_PIN_BLOCK].len);
         req->pin_block_len = s[RQ_PIN_BLOCK].len;
+    }
+    /* The reason is there exactly in a reversal: a request carrying one, even 0, is refused
+     * here, since request_ok sees only the value. */
+    if (s[RQ_REVERSAL_REASON].present != (req->msg_type == MPOS_SEALED_MSG_REVERSAL)) {
+        goto exit;
+    }
+    if (s[RQ_REVERSAL_REASON].present) {
+        req->reversal_reason = s[RQ_REVERSAL_REASON].v[0];
     }
     if (!request_ok(req, &si)) {
         goto exit;

@@ -12,6 +12,8 @@
  *     expiry, EMV data (field 55);
  *   - the PIN block, which the caller encrypted under the DUKPT PIN key (this module never
  *     sees a clear PIN);
+ *   - in a reversal only, in clear, its reason (enum mpos_sealed_reversal_reason), so the
+ *     back end need not guess the ISO 8583 reversal reason;
  *   - last, a MAC under the DUKPT request MAC key (AES-CMAC, usage 2000; or ISO/IEC 9797-1
  *     MAC algorithm 3 = X9.19 with the MAC-request variant) over every byte before it
  *     (encrypt-then-MAC: the MAC covers the IV and the ciphertext).
@@ -72,6 +74,17 @@ enum mpos_sealed_msg_type {
     MPOS_SEALED_MSG_REQUEST = 0x01,  /* authorization / financial request */
     MPOS_SEALED_MSG_REVERSAL = 0x02, /* reverses the transaction of the same sequence number */
     MPOS_SEALED_MSG_RESPONSE = 0x81
+};
+
+/* Why the terminal reverses (docs/protocol.md 2.3, DF34): the values of the terminal key
+ * store's enum mpos_keystore_reversal_reason, so a pending record's reason goes on the wire
+ * unchanged. Present exactly in REVERSAL messages. */
+enum mpos_sealed_reversal_reason {
+    MPOS_SEALED_REV_NO_RESPONSE = 1,      /* no valid response from the back end */
+    MPOS_SEALED_REV_CARD_DECLINED = 2,    /* approved online, declined by the card (2nd GEN AC) */
+    MPOS_SEALED_REV_TERMINAL_FAILURE = 3, /* the terminal could not complete it (power lost
+                                             while online, card gone or mute after approval) */
+    MPOS_SEALED_REV_CANCELLED = 4         /* cancelled after the request was sent */
 };
 
 /* DUKPT variant and working-key algorithm. */
@@ -175,7 +188,9 @@ typedef struct mpos_sealed_request {
     int has_pin;
     uint8_t pin_format; /* ISO 9564-1 format: 4 with AES schemes, 0 with TDES */
     uint8_t pin_block[16];
-    size_t pin_block_len; /* 16 (format 4) or 8 (format 0) */
+    size_t pin_block_len;    /* 16 (format 4) or 8 (format 0) */
+    uint8_t reversal_reason; /* enum mpos_sealed_reversal_reason: required (1..4) in a
+                                REVERSAL, 0 in a REQUEST */
 } mpos_sealed_request;
 
 /* The back end's answer. Strings NUL-terminated, "" = absent. */

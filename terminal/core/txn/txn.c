@@ -11,6 +11,13 @@
 #define STEP_WAIT 1 /* keep waiting for a card */
 #define STEP_END  2 /* the outcome is set: show it */
 
+/* The key store's reversal reasons go on the wire as they are (docs/protocol.md 2.3, DF34). */
+_Static_assert((int)MPOS_REVERSAL_NO_RESPONSE == (int)MPOS_SEALED_REV_NO_RESPONSE &&
+                   (int)MPOS_REVERSAL_CARD_DECLINED == (int)MPOS_SEALED_REV_CARD_DECLINED &&
+                   (int)MPOS_REVERSAL_TERMINAL_FAILURE == (int)MPOS_SEALED_REV_TERMINAL_FAILURE &&
+                   (int)MPOS_REVERSAL_CANCELLED == (int)MPOS_SEALED_REV_CANCELLED,
+               "reversal reasons: key store and sealed message differ");
+
 #define UNIX_2000 946684800LL  /* 2000-01-01T00:00:00Z */
 #define UNIX_2100 4102444800LL /* 2100-01-01T00:00:00Z */
 
@@ -458,6 +465,9 @@ static int flush(mpos_txn *t)
         copy_str(t->req.datetime, sizeof(t->req.datetime), r.datetime);
         t->req.entry_mode = MPOS_ENTRY_NONE; /* no card data is kept (G-ACCT-4) */
         copy_str(t->req.original_ref, sizeof(t->req.original_ref), ref);
+        /* The record's reason, so the back end sends the switch the true DE 39 reason (the
+         * key store checked it is 1..4; the sealer refuses anything else). */
+        t->req.reversal_reason = r.reason;
         rc = sealed_keys(t, &k, MPOS_SEALED_DIR_REQUEST);
         if (rc == MPOS_OK) {
             rc = mpos_sealed_seal_request(t->env.cc, &t->skeys, &t->req, rng_fn, t, t->msg,

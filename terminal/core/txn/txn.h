@@ -56,7 +56,8 @@
  * the next transaction (or by mpos_txn_flush_reversal when idle), under a new KSN each try
  * and with the reversed transaction's sequence number, which is the back end's idempotency
  * key (each try takes a key, and so a sequence number, from the key store: the numbers a
- * reversal uses are skipped, never reused). Any valid response acknowledges it. A request is
+ * reversal uses are skipped, never reused), and with the record's reason (docs/protocol.md
+ * 2.3 DF34; the back end's DE 39). Any valid response acknowledges it. A request is
  * never retried: its PIN block and ARQC belong to its KSN and the clear PIN is gone. The
  * key store's record has no field for the original reference a void or refund reversal must
  * carry (docs/protocol.md 2.3, DF2E), so this module keeps it in its own storage slot

@@ -406,12 +406,12 @@ int mpos_store_audit_verify(mpos_store *st, int64_t *count, int64_t *bad_seq) MP
  * unique: the terminal's sequence number is the idempotency key. */
 enum mpos_journal_state { MPOS_JOURNAL_PENDING = 1, MPOS_JOURNAL_DONE = 2 };
 
-#define MPOS_STORE_RRN_LEN   12 /* ISO 8583 DE 37 */
-#define MPOS_STORE_DE7_LEN   10 /* ISO 8583 DE 7, MMDDhhmmss */
-#define MPOS_STORE_KSNX_LEN  24 /* a whole KSN in hex (AES 12 bytes) */
+#define MPOS_STORE_RRN_LEN     12 /* ISO 8583 DE 37 */
+#define MPOS_STORE_DE7_LEN     10 /* ISO 8583 DE 7, MMDDhhmmss */
+#define MPOS_STORE_KSNX_LEN    24 /* a whole KSN in hex (AES 12 bytes) */
 #define MPOS_STORE_IAD_HEX_LEN 32
-#define MPOS_STORE_ALERT_LEN 32
-#define MPOS_STORE_ADDR_LEN  63
+#define MPOS_STORE_ALERT_LEN   32
+#define MPOS_STORE_ADDR_LEN    63
 
 struct mpos_store_journal {
     int64_t id; /* assigned by mpos_store_journal_insert */
@@ -437,7 +437,7 @@ struct mpos_store_journal {
     char response_code[3], auth_code[7], arc[3];
     char iad[MPOS_STORE_IAD_HEX_LEN + 1]; /* issuer authentication data (EMV 91), hex */
     int has_location;
-    int64_t lat_e7, lon_e7, accuracy_m, loc_time; /* the host's location (H-GEO-1) */
+    int64_t lat_e7, lon_e7, accuracy_m, loc_time;  /* the host's location (H-GEO-1) */
     char device_id[MPOS_STORE_SHA256_HEX_LEN + 1]; /* host device ID, hex */
     char source_addr[MPOS_STORE_ADDR_LEN + 1];
     char alert[MPOS_STORE_ALERT_LEN + 1]; /* "" or a word: "outside_radius", ... */

@@ -379,6 +379,7 @@ static void assert_request_equal(const mpos_sealed_request *a, const mpos_sealed
         assert_int_equal(a->pin_block_len, b->pin_block_len);
         assert_memory_equal(a->pin_block, b->pin_block, a->pin_block_len);
     }
+    assert_int_equal(a->reversal_reason, b->reversal_reason);
 }
 
 /* 1 if needle occurs in hay. */
@@ -536,8 +537,9 @@ static void test_round_trip_shapes(void **state)
                 q.fallback = 1;
                 q.card.emv_len = 0;
                 break;
-            case 1: /* reversal: the same sequence, no card data */
+            case 1: /* reversal: the same sequence, no card data, its reason */
                 q.msg_type = MPOS_SEALED_MSG_REVERSAL;
+                q.reversal_reason = MPOS_SEALED_REV_NO_RESPONSE;
                 q.entry_mode = MPOS_ENTRY_NONE;
                 q.has_pin = 0;
                 memset(&q.card, 0, sizeof(q.card));
@@ -659,6 +661,9 @@ static void test_property_random_fields(void **state)
                 memset(q.pin_block, 0, sizeof(q.pin_block));
             }
             q.msg_type = NEXT() % 5 == 0 ? MPOS_SEALED_MSG_REVERSAL : MPOS_SEALED_MSG_REQUEST;
+            if (q.msg_type == MPOS_SEALED_MSG_REVERSAL) {
+                q.reversal_reason = (uint8_t)(1 + NEXT() % 4);
+            }
             assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg,
                                                       sizeof(msg), &len),
                              MPOS_OK);
@@ -850,7 +855,12 @@ static void test_seal_refusals(void **state)
     REFUSE(q.pin_format = 0); /* format 0 with AES */
     REFUSE(q.pin_block_len = 8);
     REFUSE(q.has_pin = 3);
-    REFUSE((q.entry_mode = MPOS_ENTRY_NONE)); /* a PIN without a card */
+    REFUSE((q.entry_mode = MPOS_ENTRY_NONE));                /* a PIN without a card */
+    REFUSE(q.reversal_reason = MPOS_SEALED_REV_NO_RESPONSE); /* a request has no reason */
+    /* A reversal must say why, with one of the four reasons. */
+    REFUSE((q.msg_type = MPOS_SEALED_MSG_REVERSAL, q.reversal_reason = 0));
+    REFUSE((q.msg_type = MPOS_SEALED_MSG_REVERSAL, q.reversal_reason = 5));
+    REFUSE((q.msg_type = MPOS_SEALED_MSG_REVERSAL, q.reversal_reason = 0xFF));
 #undef REFUSE
     /* Keys of the wrong direction, and argument errors. */
     size_t len = 0;
@@ -1093,6 +1103,109 @@ static size_t forge_end(struct forged *f)
     return f->len;
 }
 
+/* A copy of the sealed request m (len bytes) with a valid MAC under keys, its reversal reason
+ * (DF34) replaced by reason, or left out when reason < 0, or added (before the MAC) when m
+ * has none: what a terminal with the keys could send, which the sealer never writes. */
+static size_t reforge_reason(const mpos_sealed_keys *keys, const uint8_t *m, size_t len, int reason,
+                             uint8_t *out)
+{
+    struct forged f;
+    mpos_tlv_iter it;
+    mpos_tlv obj;
+    uint8_t r = (uint8_t)reason;
+    memset(&f, 0, sizeof(f));
+    f.keys = keys;
+    mpos_tlv_iter_init(&it, m, len, MPOS_TLV_STRICT);
+    while (mpos_tlv_more(&it)) {
+        assert_int_equal(mpos_tlv_next(&it, &obj), MPOS_OK);
+        if (obj.tag == 0xDF34 || obj.tag == 0xDF7F) {
+            continue;
+        }
+        forge_put(&f, obj.tag, obj.value, obj.len);
+    }
+    if (reason >= 0) {
+        forge_put(&f, 0xDF34, &r, 1);
+    }
+    size_t n = forge_end(&f);
+    memcpy(out, f.buf, n);
+    return n;
+}
+
+/* docs/protocol.md 2.3 DF34: every reason goes through seal and open unchanged, in clear and
+ * MAC'd; a reversal without one, a request with one, a reason out of 1..4 are refused even
+ * with a valid MAC. */
+static void test_reversal_reason(void **state)
+{
+    (void)state;
+    const struct tc_card *c = need_card("approve");
+    SKIP_WITHOUT(c);
+    for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
+        rig_init(&rig, schemes[s]);
+        for (uint8_t reason = MPOS_SEALED_REV_NO_RESPONSE; reason <= MPOS_SEALED_REV_CANCELLED;
+             reason++) {
+            mpos_sealed_request q, back;
+            size_t len = 0, n;
+            rig_next(&rig);
+            chip_sale(&rig, c, 4200, &q);
+            q.msg_type = MPOS_SEALED_MSG_REVERSAL;
+            q.entry_mode = MPOS_ENTRY_NONE;
+            q.has_pin = 0;
+            memset(&q.card, 0, sizeof(q.card));
+            q.reversal_reason = reason;
+            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg,
+                                                      sizeof(msg), &len),
+                             MPOS_OK);
+            assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
+                             MPOS_OK);
+            assert_request_equal(&q, &back);
+            assert_int_equal(back.reversal_reason, reason);
+            /* In clear, the last object before the MAC. */
+            size_t mac_len = schemes[s] == MPOS_SEALED_TDES ? 8 : 16;
+            const uint8_t tlv[4] = {0xDF, 0x34, 0x01, reason};
+            assert_memory_equal(msg + len - (3 + mac_len) - 4, tlv, 4);
+            /* MAC'd: another reason in its place is a forgery. */
+            memcpy(msg2, msg, len);
+            msg2[len - (3 + mac_len) - 1] = (uint8_t)(reason % 4 + 1);
+            assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, len, &back),
+                             MPOS_ERR_VERIFY);
+            /* Re-MAC'd by someone with the keys: another valid reason opens as that one ... */
+            n = reforge_reason(&rig.req_keys, msg, len, reason % 4 + 1, msg2);
+            assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                             MPOS_OK);
+            assert_int_equal(back.reversal_reason, reason % 4 + 1);
+            /* ... but no reason, or one out of range, is malformed. */
+            static const int bad[] = {-1, 0, 5, 0x80, 0xFF};
+            for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+                n = reforge_reason(&rig.req_keys, msg, len, bad[b], msg2);
+                memset(&back, 0x5A, sizeof(back));
+                assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                                 MPOS_ERR_FORMAT);
+                uint8_t zero[sizeof(back)];
+                memset(zero, 0, sizeof(zero));
+                assert_memory_equal(&back, zero, sizeof(back));
+            }
+            /* A request has no reason: with one, even 0, it is malformed. */
+            q.msg_type = MPOS_SEALED_MSG_REQUEST;
+            q.reversal_reason = 0;
+            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg,
+                                                      sizeof(msg), &len),
+                             MPOS_OK);
+            assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
+                             MPOS_OK);
+            assert_int_equal(back.reversal_reason, 0);
+            for (int r = 0; r <= 4; r += 2) {
+                n = reforge_reason(&rig.req_keys, msg, len, r == 0 ? 0 : reason, msg2);
+                assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                                 MPOS_ERR_FORMAT);
+            }
+            /* The reforging itself is sound: without DF34 the request opens again. */
+            n = reforge_reason(&rig.req_keys, msg, len, -1, msg2);
+            assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                             MPOS_OK);
+        }
+    }
+}
+
 /* T-CHAN-2: a response to another request is refused, even a perfectly genuine one: the retry
  * of a transaction (same sequence, new KSN) does not accept the answer to the first try, and
  * the first try does not accept the answer to the retry. */
@@ -1266,6 +1379,7 @@ int main(void)
         cmocka_unit_test(test_seal_refusals),      cmocka_unit_test(test_masked_pan_consistency),
         cmocka_unit_test(test_response),           cmocka_unit_test(test_response_binding),
         cmocka_unit_test(test_response_malformed), cmocka_unit_test(test_response_refusals),
+        cmocka_unit_test(test_reversal_reason),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

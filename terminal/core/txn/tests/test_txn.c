@@ -1259,6 +1259,7 @@ static void test_card_declines_after_approval(void **state)
     const mpos_sealed_request *rev = &R.log[1].q;
     assert_int_equal(rev->msg_type, MPOS_SEALED_MSG_REVERSAL);
     assert_int_equal(rev->sequence, 1);
+    assert_int_equal(rev->reversal_reason, MPOS_SEALED_REV_CARD_DECLINED); /* the record's */
     assert_int_equal(rev->amount, 8800);
     assert_int_equal(rev->txn_type, MPOS_LINK_TXN_SALE);
     assert_int_equal(rev->entry_mode, MPOS_ENTRY_NONE);
@@ -1452,6 +1453,7 @@ static void check_no_response(enum be_mode mode, enum mpos_txn_reason reason)
     assert_int_equal(R.nlog, 3);
     assert_int_equal(R.log[1].q.msg_type, MPOS_SEALED_MSG_REVERSAL);
     assert_int_equal(R.log[1].q.sequence, 1);
+    assert_int_equal(R.log[1].q.reversal_reason, MPOS_SEALED_REV_NO_RESPONSE);
     assert_int_equal(R.log[1].q.amount, 3100);
     assert_int_equal(R.has_rev, 0);
 }
@@ -1522,6 +1524,57 @@ static void test_reversal_blocks_next(void **state)
     assert_int_equal(mpos_txn_flush_reversal(&R.txn), 0); /* nothing left */
 }
 
+/* Whatever reason the store's record gives (a power loss while online leaves "terminal
+ * failure", the first record written), the reversal carries it (docs/protocol.md 2.3 DF34). */
+static void test_reversal_reason_from_record(void **state)
+{
+    (void)state;
+    NEED_CARDS();
+    static const uint8_t reasons[] = {MPOS_REVERSAL_TERMINAL_FAILURE, MPOS_REVERSAL_CANCELLED,
+                                      MPOS_REVERSAL_NO_RESPONSE, MPOS_REVERSAL_CARD_DECLINED};
+    for (size_t i = 0; i < sizeof(reasons); i++) {
+        rig_setup(0);
+        /* An approved sale cut off by a power loss: its record, as online_phase wrote it
+         * before the request left, is still there at the next start. */
+        chip_sale("approve", "1234", 4100);
+        mpos_txn_result r = run();
+        assert_int_equal(r.outcome, MPOS_LINK_OUTCOME_APPROVED);
+        assert_int_equal(R.has_rev, 0);
+        memset(&R.rev, 0, sizeof(R.rev));
+        R.rev.sequence = r.sequence;
+        R.rev.txn_type = MPOS_LINK_TXN_SALE;
+        R.rev.amount = 4100;
+        R.rev.currency = 156;
+        R.rev.entry_mode = MPOS_ENTRY_CHIP;
+        R.rev.reason = reasons[i];
+        memcpy(R.rev.ksn, R.log[0].q.ksn, R.log[0].q.ksn_len);
+        R.rev.ksn_len = R.log[0].q.ksn_len;
+        strcpy(R.rev.datetime, R.log[0].q.datetime);
+        R.has_rev = 1;
+        mpos_txn_clear(&R.txn);
+        assert_int_equal(mpos_txn_init(&R.txn, &R.cfg, &R.env), MPOS_OK);
+        assert_int_equal(mpos_txn_flush_reversal(&R.txn), 0);
+        assert_int_equal(R.nlog, 2);
+        assert_int_equal(R.log[1].q.msg_type, MPOS_SEALED_MSG_REVERSAL);
+        assert_int_equal(R.log[1].q.sequence, r.sequence);
+        assert_int_equal(R.log[1].q.reversal_reason, reasons[i]);
+        assert_int_equal(R.has_rev, 0);
+    }
+    /* A record whose reason the wire cannot carry is not sent, and stays. */
+    rig_setup(0);
+    memset(&R.rev, 0, sizeof(R.rev));
+    R.rev.sequence = 1;
+    R.rev.txn_type = MPOS_LINK_TXN_SALE;
+    R.rev.amount = 4100;
+    R.rev.currency = 156;
+    R.rev.reason = 9;
+    strcpy(R.rev.datetime, "20260315120000");
+    R.has_rev = 1;
+    assert_int_not_equal(mpos_txn_flush_reversal(&R.txn), 0);
+    assert_int_equal(R.nlog, 0);
+    assert_int_equal(R.has_rev, 1);
+}
+
 static void test_void_reversal_after_restart(void **state)
 {
     (void)state;
@@ -1555,6 +1608,7 @@ static void test_void_reversal_after_restart(void **state)
     assert_int_equal(rev->msg_type, MPOS_SEALED_MSG_REVERSAL);
     assert_int_equal(rev->txn_type, MPOS_LINK_TXN_VOID);
     assert_int_equal(rev->sequence, 1);
+    assert_int_equal(rev->reversal_reason, MPOS_SEALED_REV_NO_RESPONSE);
     assert_string_equal(rev->original_ref, "RRN260315000042");
     assert_int_equal(R.has_rev, 0);
     /* The slot no longer names it. */
@@ -2009,6 +2063,7 @@ static void test_keystore_reversal_survives_power_loss(void **state)
     assert_int_equal(R.nlog, 4);
     assert_int_equal(R.log[2].q.msg_type, MPOS_SEALED_MSG_REVERSAL);
     assert_int_equal(R.log[2].q.sequence, 2);
+    assert_int_equal(R.log[2].q.reversal_reason, MPOS_SEALED_REV_CARD_DECLINED);
     assert_int_equal(R.log[3].q.sequence, r.sequence);
     assert_int_equal(mpos_keystore_info_get(&ks, &info), MPOS_OK);
     assert_int_equal(info.reversal_pending, 0);
@@ -2034,6 +2089,7 @@ int main(void)
         cmocka_unit_test(test_no_response),
         cmocka_unit_test(test_reversal_blocks_next),
         cmocka_unit_test(test_void_reversal_after_restart),
+        cmocka_unit_test(test_reversal_reason_from_record),
         cmocka_unit_test(test_tdes_sale),
         cmocka_unit_test(test_offline_pin_card),
         cmocka_unit_test(test_link_commands),
