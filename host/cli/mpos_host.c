@@ -418,7 +418,8 @@ int main(int argc, char **argv)
         char **dst = NULL;
         if (strcmp(argv[i], "--help") == 0) {
             fputs(usage_text, stdout);
-            return 0;
+            ret = 0;
+            goto out;
         }
         if (strcmp(argv[i], "--config") == 0) {
             dst = &c.config;
@@ -436,12 +437,14 @@ int main(int argc, char **argv)
             dst = &c.location;
         }
         if (dst == NULL || *dst != NULL || i + 1 >= argc) {
-            return usage();
+            ret = usage();
+            goto out;
         }
         set_str(dst, argv[i + 1]);
     }
     if (i >= argc) {
-        return usage();
+        ret = usage();
+        goto out;
     }
     cmd = argv[i++];
     if (c.config != NULL) {
@@ -452,12 +455,14 @@ int main(int argc, char **argv)
             } else {
                 fprintf(stderr, PROG ": cannot read %s\n", c.config);
             }
-            return 2;
+            ret = 2;
+            goto out;
         }
     }
     if (c.location != NULL && parse_location(c.location, &hc) != 0) {
         fprintf(stderr, PROG ": location must be LAT,LON[,ACCURACY_M] in degrees\n");
-        return 2;
+        ret = 2;
+        goto out;
     }
     if (c.state == NULL) {
         c.state = default_state();
@@ -466,7 +471,8 @@ int main(int argc, char **argv)
         size_t n = strlen(c.app_key);
         if (n < 16 || n > sizeof(app_key)) {
             fprintf(stderr, PROG ": [host] app_key: 16..64 characters\n");
-            return 2;
+            ret = 2;
+            goto out;
         }
         memcpy(app_key, c.app_key, n);
         hc.app_key = app_key;
@@ -495,7 +501,8 @@ int main(int argc, char **argv)
     }
     if (mposhost_new(&hc, &h) != MPOS_OK) {
         fprintf(stderr, PROG ": out of memory\n");
-        return 1;
+        ret = 1;
+        goto out;
     }
 
     if (strcmp(cmd, "login") == 0) {

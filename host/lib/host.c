@@ -1204,6 +1204,69 @@ int mposhost_info(mposhost *h, struct mposhost_terminal_info *out)
     return rc;
 }
 
+/* The terminal is busy on its own between transactions: a reversal it still owes the back
+ * end goes out as soon as a host connects, and right after a transaction that needs one (the
+ * card declined after approval). It can only reach the back end through this relay, and it
+ * takes no new command meanwhile (docs/protocol.md 1.5: online). So before a transaction,
+ * and after its result while the terminal is online, the host relays until GET_INFO reports
+ * it idle (or not activated). only_online: return as soon as the terminal is not online
+ * (after a result it may wait for the card to be taken out first; a reversal then goes out
+ * at the next connection). */
+static int never(const mposhost *h)
+{
+    (void)h;
+    return 0;
+}
+
+static int wait_terminal_idle(mposhost *h, uint64_t deadline, int only_online)
+{
+    for (;;) {
+        struct hl_event ev;
+        uint64_t slice;
+        int rc = link_command(h, HL_CMD_GET_INFO, NULL, 0, &ev);
+        if (rc != MPOS_OK) {
+            return rc;
+        }
+        if (ev.type != HL_EVT_INFO) {
+            set_msg(h, "GET_INFO was not answered with INFO");
+            return MPOSHOST_ERR_PROTOCOL;
+        }
+        if (ev.u.info.state <= 1 || (only_online && ev.u.info.state != 5)) { /* 5: online */
+            return MPOS_OK;
+        }
+        if (remaining(deadline) == 0) {
+            set_msg(h, "the terminal stayed busy (state %u)", (unsigned)ev.u.info.state);
+            return MPOSHOST_ERR_TIMEOUT;
+        }
+        slice = now_ms() + 200;
+        rc = relay_until(h, slice < deadline ? slice : deadline, never, "the terminal");
+        if (rc != MPOS_OK && rc != MPOSHOST_ERR_TIMEOUT) {
+            return rc;
+        }
+    }
+}
+
+/* A command the terminal takes only when idle (SET_HOST_LOCATION, START_TXN): the terminal
+ * may start sending a pending reversal between our GET_INFO and the command, so a refusal
+ * "not allowed" while it is online or showing a result is waited out and the command sent
+ * again, until the deadline. */
+static int link_command_when_idle(mposhost *h, uint8_t type, const uint8_t *payload, size_t len,
+                                  struct hl_event *answer, uint64_t deadline)
+{
+    for (;;) {
+        int rc = wait_terminal_idle(h, deadline, 0);
+        if (rc != MPOS_OK) {
+            return rc;
+        }
+        rc = link_command(h, type, payload, len, answer);
+        if (rc != MPOSHOST_ERR_TERMINAL || answer->type != HL_EVT_ERROR ||
+            answer->u.ack.code != 2 || (answer->u.ack.state != 5 && answer->u.ack.state != 6) ||
+            remaining(deadline) == 0) {
+            return rc;
+        }
+    }
+}
+
 static int have_result(const mposhost *h)
 {
     return h->have_result;
@@ -1294,7 +1357,8 @@ int mposhost_txn(mposhost *h, enum mposhost_txn_type type, uint64_t amount, uint
         rc = link_open(h);
     }
     if (rc == MPOS_OK) {
-        rc = link_command(h, HL_CMD_SET_HOST_LOCATION, loc, (size_t)nl, &ev);
+        rc = link_command_when_idle(h, HL_CMD_SET_HOST_LOCATION, loc, (size_t)nl, &ev,
+                                    now_ms() + h->txn_timeout_ms);
     }
     if (rc == MPOS_OK) {
         rc = mpos_hostmsg_writer_init(&w, h->out, sizeof(h->out), MPOS_HOSTMSG_TXN_BEGIN);
@@ -1316,7 +1380,8 @@ int mposhost_txn(mposhost *h, enum mposhost_txn_type type, uint64_t amount, uint
         rc = MPOSHOST_ERR_PROTOCOL;
     }
     if (rc == MPOS_OK) {
-        rc = link_command(h, HL_CMD_START_TXN, start, (size_t)n, &ev);
+        rc = link_command_when_idle(h, HL_CMD_START_TXN, start, (size_t)n, &ev,
+                                    now_ms() + h->txn_timeout_ms);
     }
     if (rc == MPOS_OK) {
         rc = relay_until(h, now_ms() + h->txn_timeout_ms, have_result, "the terminal's result");
@@ -1330,6 +1395,10 @@ int mposhost_txn(mposhost *h, enum mposhost_txn_type type, uint64_t amount, uint
             MPOSHOST_ERR_BACKEND) {
             rc = MPOSHOST_ERR_BACKEND;
         }
+    }
+    if (h->have_result && wait_terminal_idle(h, now_ms() + h->txn_timeout_ms, 1) != MPOS_OK) {
+        /* The result stands; a reversal the terminal still owes goes out next time. */
+        progress(h, "the terminal is still busy (a reversal may be pending)");
     }
     if (h->have_result && h->rcpt.outcome == MPOSHOST_APPROVED && type == MPOSHOST_SALE &&
         h->rcpt.rrn[0] != '\0' && h->state_file != NULL &&

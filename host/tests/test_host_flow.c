@@ -343,6 +343,26 @@ static void term_ack(int fd, mpos_link_session *s, const mpos_link_msg *cmd)
     term_send(fd, s, &a);
 }
 
+/* The next command other than GET_INFO; GET_INFO (the host asks whether the terminal is idle
+ * before and after a transaction) is answered with INFO in the session's state. */
+static int term_next(int fd, mpos_link_decoder *d, mpos_link_session *s, mpos_link_msg *m)
+{
+    for (;;) {
+        mpos_link_msg info;
+        int rc = term_recv(fd, d, m);
+        if (rc != MPOS_OK || m->type != MPOS_LINK_CMD_GET_INFO) {
+            return rc;
+        }
+        memset(&info, 0, sizeof(info));
+        info.type = MPOS_LINK_EVT_INFO;
+        info.u.info.ref_seq = m->seq;
+        info.u.info.state = (uint8_t)s->state;
+        strcpy(info.u.info.serial, "SIM-TERM-1");
+        strcpy(info.u.info.firmware, "0.1.0");
+        term_send(fd, s, &info);
+    }
+}
+
 static void *term_thread(void *arg)
 {
     (void)arg;
@@ -354,10 +374,10 @@ static void *term_thread(void *arg)
     int fd = accept(link_listen_fd, NULL, NULL);
     mpos_link_decoder_init(&d);
     TERM_CHECK(mpos_link_session_init(&s, MPOS_LINK_STATE_IDLE) == MPOS_OK);
-    TERM_CHECK(term_recv(fd, &d, &m) == MPOS_OK && m.type == MPOS_LINK_CMD_SET_HOST_LOCATION);
+    TERM_CHECK(term_next(fd, &d, &s, &m) == MPOS_OK && m.type == MPOS_LINK_CMD_SET_HOST_LOCATION);
     TERM_CHECK(m.u.location.lat_e7 == 312304000 && m.u.location.lon_e7 == 1214737000);
     term_ack(fd, &s, &m);
-    TERM_CHECK(term_recv(fd, &d, &m) == MPOS_OK && m.type == MPOS_LINK_CMD_START_TXN);
+    TERM_CHECK(term_next(fd, &d, &s, &m) == MPOS_OK && m.type == MPOS_LINK_CMD_START_TXN);
     TERM_CHECK(m.u.start.txn_type == 1 && m.u.start.amount == 1234 && m.u.start.currency == 156);
     term_ack(fd, &s, &m);
     memset(&e, 0, sizeof(e));
@@ -376,7 +396,7 @@ static void *term_thread(void *arg)
     e.u.tunnel.len = UP_LEN;
     term_send(fd, &s, &e);
     while (got < DOWN_LEN) {
-        if (term_recv(fd, &d, &m) != MPOS_OK) {
+        if (term_next(fd, &d, &s, &m) != MPOS_OK) {
             TERM_CHECK(!"tunnel down");
             break;
         }
@@ -401,7 +421,8 @@ static void *term_thread(void *arg)
     strcpy(e.u.result.rrn, "000000000777");
     strcpy(e.u.result.masked_pan, "622200******0001");
     term_send(fd, &s, &e);
-    (void)term_recv(fd, &d, &m); /* until the host closes */
+    while (term_next(fd, &d, &s, &m) == MPOS_OK) { /* until the host closes */
+    }
     close(fd);
     return NULL;
 }
