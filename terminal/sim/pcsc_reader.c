@@ -59,10 +59,36 @@ int mpos_pcsc_reader_open(mpos_pcsc_reader *r)
     return 0;
 }
 
-static void forget_card(mpos_pcsc_reader *r, DWORD disposition)
+/* Handles are given up with SCARD_LEAVE_CARD, not SCARD_UNPOWER_CARD or _RESET_CARD:
+ * pcscd 1.9.9 checks the card's presence before such a power action and, when the card has
+ * just been pulled out, writes "empty" into the reader's public state itself, behind the back
+ * of its event thread (the only one that counts insertions and removals, by polling). If the
+ * card is back before that thread's next poll (400 ms), the thread never sees it leave nor
+ * come back, and pcscd reports the reader empty, with the card in it, until the card is pulled
+ * out again (the flaky re-insertion of docs/terminal-pcsc.md). With SCARD_LEAVE_CARD pcscd
+ * makes no call to the driver here; its event thread powers the card down itself once no
+ * handle uses it (the next one or two rounds of its poll, 0.4 to 0.8 s). */
+static void forget_card(mpos_pcsc_reader *r)
 {
     if (r->connected) {
-        (void)SCardDisconnect(r->card, disposition);
+        (void)SCardDisconnect(r->card, SCARD_LEAVE_CARD);
+    }
+    r->connected = 0;
+    r->card = 0;
+    r->protocol = 0;
+}
+
+/* After a power-up that failed under our own handle (power_on's cold reset): pcscd then marks
+ * the card present but not powered, and, while it still counts it as in use (until its event
+ * thread powers it down, 0.4 to 0.8 s after SCARD_LEAVE_CARD), refuses every SCardConnect
+ * with "Card Not Powered" instead of trying the power-up again: a chip that answers again
+ * would look mute for that long. SCARD_UNPOWER_CARD marks it unpowered at once, so the next
+ * SCardConnect powers it up. Its hazard (forget_card) is the one this power_on already took:
+ * a card pulled out during it. */
+static void forget_failed_card(mpos_pcsc_reader *r)
+{
+    if (r->connected) {
+        (void)SCardDisconnect(r->card, SCARD_UNPOWER_CARD);
     }
     r->connected = 0;
     r->card = 0;
@@ -74,7 +100,7 @@ void mpos_pcsc_reader_close(mpos_pcsc_reader *r)
     if (r == NULL) {
         return;
     }
-    forget_card(r, SCARD_UNPOWER_CARD);
+    forget_card(r);
     if (r->sc_valid) {
         (void)SCardReleaseContext(r->sc);
     }
@@ -123,7 +149,7 @@ int mpos_pcsc_reader_select(mpos_pcsc_reader *r, const char *pattern, uint32_t t
     if (r == NULL || !r->sc_valid || pattern == NULL) {
         return MPOS_ERR_ARG;
     }
-    forget_card(r, SCARD_UNPOWER_CARD);
+    forget_card(r);
     r->name[0] = '\0';
     for (;;) {
         size_t n = 0;
@@ -283,7 +309,7 @@ int mpos_pcsc_reader_power_on(void *ctx, uint8_t atr[MPOS_ATR_MAX], size_t *atr_
         return MPOS_ERR_ARG;
     }
     *atr_len = 0;
-    forget_card(r, SCARD_UNPOWER_CARD);
+    forget_card(r);
     rv = SCardConnect(r->sc, r->name, SCARD_SHARE_EXCLUSIVE, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
                       &r->card, &proto);
     if (rv != SCARD_S_SUCCESS) {
@@ -303,19 +329,22 @@ int mpos_pcsc_reader_power_on(void *ctx, uint8_t atr[MPOS_ATR_MAX], size_t *atr_
     }
     r->connected = 1;
     /* A cold reset even when pcscd (or an earlier client) had powered the card (ISO/IEC
-     * 7816-3 6.2.2): the session on the card starts afresh. */
+     * 7816-3 6.2.2): the session on the card starts afresh. Handles are left with
+     * SCARD_LEAVE_CARD (forget_card), so the card may still be powered with the previous
+     * session. The one power action asked of pcscd: it has forget_card's hazard only for a
+     * card pulled out during this call and put back within 0.4 s. */
     rv = SCardReconnect(r->card, SCARD_SHARE_EXCLUSIVE, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
                         SCARD_UNPOWER_CARD, &proto);
     if (rv != SCARD_S_SUCCESS) {
         rc = map_connect_error(rv);
-        forget_card(r, SCARD_LEAVE_CARD);
+        forget_failed_card(r);
         return rc == MPOS_HAL_NO_CARD ? MPOS_HAL_NO_CARD : MPOS_HAL_CARD_MUTE;
     }
     rv = SCardStatus(r->card, NULL, NULL, &state, &proto, buf, &buf_len);
     if (rv != SCARD_S_SUCCESS || buf_len < 2 || buf_len > MPOS_ATR_MAX ||
         (proto != SCARD_PROTOCOL_T0 && proto != SCARD_PROTOCOL_T1)) {
         rc = rv == SCARD_S_SUCCESS ? MPOS_HAL_CARD_MUTE : map_connect_error(rv);
-        forget_card(r, SCARD_UNPOWER_CARD);
+        forget_card(r);
         return rc == 0 ? MPOS_ERR_IO : rc;
     }
     r->protocol = proto;
@@ -333,7 +362,8 @@ int mpos_pcsc_reader_power_off(void *ctx)
         return MPOS_ERR_ARG;
     }
     if (r->connected) {
-        rv = SCardDisconnect(r->card, SCARD_UNPOWER_CARD);
+        /* SCARD_LEAVE_CARD: see forget_card; pcscd deactivates the contacts itself. */
+        rv = SCardDisconnect(r->card, SCARD_LEAVE_CARD);
     }
     r->connected = 0;
     r->card = 0;

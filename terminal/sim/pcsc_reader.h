@@ -57,8 +57,8 @@ typedef struct mpos_pcsc_reader {
  * there (SCARD_E_NO_SERVICE) or refuses. */
 int mpos_pcsc_reader_open(mpos_pcsc_reader *r) MPOS_MUST_CHECK;
 
-/* Disconnects a card (powering it off) and releases the context. Safe on a context that
- * open failed on, and twice. */
+/* Disconnects a card (pcscd powers it off: see power_off) and releases the context. Safe on a
+ * context that open failed on, and twice. */
 void mpos_pcsc_reader_close(mpos_pcsc_reader *r);
 
 /* The names of the readers pcscd has now, at most cap of them (each NUL-terminated). 0 with
@@ -69,7 +69,7 @@ int mpos_pcsc_reader_list(mpos_pcsc_reader *r, char names[][MPOS_PCSC_READER_NAM
 
 /* Follows the first reader whose name contains pattern (the whole name, or a part such as
  * "Virtual PCD 00 01"), waiting up to timeout_ms for it to appear. Forgets a previous reader
- * (powering its card off). 0; MPOS_HAL_TIMEOUT; MPOS_ERR_IO. */
+ * (and its card, as power_off does). 0; MPOS_HAL_TIMEOUT; MPOS_ERR_IO. */
 int mpos_pcsc_reader_select(mpos_pcsc_reader *r, const char *pattern,
                             uint32_t timeout_ms) MPOS_MUST_CHECK;
 
@@ -82,14 +82,21 @@ int mpos_pcsc_reader_wait_event(void *ctx, uint32_t timeout_ms,
 
 /* hal.h power_on: a cold reset of the card in the followed reader (SCardConnect, exclusive,
  * T=0 or T=1 as the ATR offers; then SCardReconnect with SCARD_UNPOWER_CARD, so the card
- * always starts from a cold reset even when pcscd had powered it before), and its ATR.
- * 0; MPOS_HAL_NO_CARD; MPOS_HAL_CARD_MUTE (no ATR: a mute chip, no chip, a protocol the
- * reader cannot use); MPOS_ERR_IO. */
+ * always starts from a cold reset even when pcscd had powered it before), and its ATR; a
+ * handle whose cold reset failed is dropped with SCARD_UNPOWER_CARD, so that the next call
+ * tries the power-up again at once (pcsc_reader.c, forget_failed_card). 0; MPOS_HAL_NO_CARD;
+ * MPOS_HAL_CARD_MUTE (no ATR: a mute chip, no chip, a protocol the reader cannot use); MPOS_ERR_IO.
+ */
 int mpos_pcsc_reader_power_on(void *ctx, uint8_t atr[MPOS_ATR_MAX],
                               size_t *atr_len) MPOS_MUST_CHECK;
 
-/* hal.h power_off (SCardDisconnect with SCARD_UNPOWER_CARD). 0, or MPOS_ERR_IO (the handle is
- * forgotten either way). */
+/* hal.h power_off: SCardDisconnect with SCARD_LEAVE_CARD; pcscd's event thread then
+ * deactivates the contacts itself, in the next one or two rounds of its poll (0.4 to 0.8 s),
+ * unless another session took the card meanwhile (then power_on's cold reset follows). Not
+ * SCARD_UNPOWER_CARD: pcscd 1.9.9 then checks the card's presence and, for a card pulled out
+ * at that moment, marks the reader empty behind its event thread's back; a card put back
+ * within 0.4 s is then never seen again (pcsc_reader.c, forget_card). 0, or MPOS_ERR_IO (the
+ * handle is forgotten either way). */
 int mpos_pcsc_reader_power_off(void *ctx) MPOS_MUST_CHECK;
 
 /* hal.h exchange (SCardTransmit). 61xx and 6Cxx are returned as they come. When no answer

@@ -25,6 +25,9 @@
  * Standard output: one line per slot ("slot 0 listening on 127.0.0.1:35963 card approve"), the
  * control socket, then "ready" once every socket listens. Card data (PAN, PIN, keys, APDUs) is
  * never printed. Exit status 0 after a signal, 1 on a start-up error, 2 on a usage error.
+ *
+ * With MPOS_CARDSIM_TRACE set (not empty) in its environment, the transport's events go to
+ * standard error (mpos_vpcd_trace: connections, control frames, APDU lengths; no card data).
  */
 #define _GNU_SOURCE /* signalfd, accept4 */
 
@@ -456,6 +459,9 @@ int main(int argc, char **argv)
         goto exit;
     }
     vpcd_open = 1;
+    if (getenv("MPOS_CARDSIM_TRACE") != NULL && getenv("MPOS_CARDSIM_TRACE")[0] != '\0') {
+        mpos_vpcd_trace(&a->v, stderr);
+    }
     if (timeout > 0) {
         a->v.frame_timeout_ms = (uint32_t)timeout;
     }

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -29,6 +30,25 @@ uint64_t mpos_vpcd_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One trace line (mpos_vpcd_trace): never card data, only what the format says. */
+static void trace(const mpos_vpcd_slot *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void trace(const mpos_vpcd_slot *s, const char *fmt, ...)
+{
+    va_list ap;
+    if (s->trace == NULL) {
+        return;
+    }
+    uint64_t now = mpos_vpcd_now_ms();
+    fprintf(s->trace, "mpos-cardsim: trace %llu.%03llu slot %u ", (unsigned long long)(now / 1000u),
+            (unsigned long long)(now % 1000u), s->index);
+    va_start(ap, fmt);
+    vfprintf(s->trace, fmt, ap);
+    va_end(ap);
+    fputc('\n', s->trace);
+    fflush(s->trace);
 }
 
 static void set_quickack(int fd)
@@ -57,9 +77,10 @@ static void t0_clear(mpos_vpcd_slot *s)
 
 /* Closes the reader's connection; hard: with a TCP reset (SO_LINGER 0), so the driver's
  * pending recv fails at once instead of reading an orderly end. */
-static void conn_close(mpos_vpcd_slot *s, int hard)
+static void conn_close(mpos_vpcd_slot *s, int hard, const char *why)
 {
     if (s->conn_fd >= 0) {
+        trace(s, "close %s (%s)", hard ? "reset" : "orderly", why);
         if (hard) {
             struct linger lg = {1, 0};
             (void)setsockopt(s->conn_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -93,7 +114,7 @@ static int send_frame(mpos_vpcd_slot *s, const uint8_t *body, size_t len)
     if (n != (ssize_t)(2 + len)) {
         /* The socket buffer of a reader that reads one frame at a time never fills: a short
          * write means the reader is gone or misbehaving. */
-        conn_close(s, 1);
+        conn_close(s, 1, "short write");
         return -1;
     }
     return 0;
@@ -185,20 +206,22 @@ static void handle_apdu(mpos_vpcd_slot *s, const uint8_t *c, size_t n)
     size_t rlen = 0;
     int rc;
     s->apdus++;
+    trace(s, "apdu %zu bytes", n);
     if (s->card == NULL) {
-        conn_close(s, 1); /* no card: no answer; the next poll finds the slot empty */
+        conn_close(s, 1, "apdu, no card"); /* no answer; the next poll finds the slot empty */
         return;
     }
     if (s->silent) {
-        conn_close(s, 1);
+        conn_close(s, 1, "apdu, mute");
         return;
     }
     rc = s->t0 ? t0_process(s, c, n, r, sizeof(r), &rlen)
                : mpos_cardsim_process(s->card, c, n, r, sizeof(r), &rlen);
     if (rc != 0 || rlen < 2) {
         /* Mute (or not powered, or a bad call): a real reader times out; this one resets. */
-        conn_close(s, 1);
+        conn_close(s, 1, "apdu not answered");
     } else {
+        trace(s, "answer %zu bytes", rlen);
         (void)send_frame(s, r, rlen);
     }
     mpos_cleanse(r, sizeof(r));
@@ -206,6 +229,7 @@ static void handle_apdu(mpos_vpcd_slot *s, const uint8_t *c, size_t n)
 
 static void handle_ctrl(mpos_vpcd_slot *s, uint8_t ctrl)
 {
+    trace(s, "control %02x (%s)", (unsigned)ctrl, s->card != NULL ? "card" : "empty");
     switch (ctrl) {
     case MPOS_VPCD_CTRL_OFF:
         s->powerup_pending = 0;
@@ -242,10 +266,11 @@ static void handle_ctrl(mpos_vpcd_slot *s, uint8_t ctrl)
             /* The driver's "no card": an empty answer, and the end of the connection (its
              * recv of the empty body with MSG_WAITALL waits for a byte or the end). */
             if (send_frame(s, NULL, 0) == 0) {
-                conn_close(s, 0);
+                conn_close(s, 0, "no card");
             }
         } else if (s->powerup_pending) {
             s->powerup_pending = 0;
+            trace(s, "power-up answer: %s", s->powerup_rc == 0 ? "ATR" : "no ATR");
             if (s->powerup_rc == 0) {
                 (void)send_frame(s, s->atr, s->atr_len);
             } else {
@@ -276,7 +301,7 @@ static void handle_frame(mpos_vpcd_slot *s)
         s->apdus++;
         sw_only(r, &rlen, SW_WRONG_LENGTH);
         if (s->card == NULL) {
-            conn_close(s, 1);
+            conn_close(s, 1, "long frame, no card");
         } else {
             (void)send_frame(s, r, rlen);
         }
@@ -332,7 +357,8 @@ static void on_readable(mpos_vpcd_slot *s, uint64_t now)
         return;
     }
     if (n <= 0) {
-        conn_close(s, 0); /* the driver closed (eject) or the connection failed */
+        /* the driver closed (eject) or the connection failed */
+        conn_close(s, 0, n == 0 ? "closed by the reader" : "receive failed");
         return;
     }
     set_quickack(s->conn_fd);
@@ -351,7 +377,7 @@ static void on_accept(mpos_vpcd_slot *s)
     }
     /* One reader per slot: a new connection replaces the old one (the driver opens a new one
      * only after it gave up the old). */
-    conn_close(s, 0);
+    conn_close(s, 0, "replaced");
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
         fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
         (void)close(fd);
@@ -361,6 +387,7 @@ static void on_accept(mpos_vpcd_slot *s)
     s->conn_fd = fd;
     s->connects++;
     frame_reset(s);
+    trace(s, "accept (%s)", s->card != NULL ? "card" : "empty");
 }
 
 static int listen_on(struct in_addr addr, uint16_t port)
@@ -404,6 +431,7 @@ int mpos_vpcd_open(mpos_vpcd *v, const char *addr, uint16_t base_port, size_t ns
     for (size_t i = 0; i < MPOS_VPCD_SLOTS; i++) {
         v->slot[i].listen_fd = -1;
         v->slot[i].conn_fd = -1;
+        v->slot[i].index = (unsigned)i;
     }
     for (size_t i = 0; i < nslots; i++) {
         v->slot[i].port = (uint16_t)(base_port + i);
@@ -425,7 +453,7 @@ void mpos_vpcd_close(mpos_vpcd *v)
     }
     for (size_t i = 0; i < MPOS_VPCD_SLOTS; i++) {
         mpos_vpcd_remove(v, i);
-        conn_close(&v->slot[i], 0);
+        conn_close(&v->slot[i], 0, "end");
         if (v->slot[i].listen_fd >= 0) {
             (void)close(v->slot[i].listen_fd);
             v->slot[i].listen_fd = -1;
@@ -456,6 +484,7 @@ int mpos_vpcd_insert(mpos_vpcd *v, size_t slot, const mpos_cardsim_profile *p, i
     v->slot[slot].silent = 0;
     v->slot[slot].atr_len = 0;
     v->slot[slot].powerup_pending = 0;
+    trace(&v->slot[slot], "insert%s", t0 ? " (T=0)" : "");
     return 0;
 }
 
@@ -475,7 +504,8 @@ void mpos_vpcd_remove(mpos_vpcd *v, size_t slot)
     s->atr_len = 0;
     /* The contacts open: whatever the reader was doing fails, and its next poll finds no
      * card. */
-    conn_close(s, 1);
+    trace(s, "remove");
+    conn_close(s, 1, "removal");
 }
 
 void mpos_vpcd_silence(mpos_vpcd *v, size_t slot, int on)
@@ -526,7 +556,16 @@ void mpos_vpcd_service(mpos_vpcd *v, const struct pollfd *fds, size_t n, uint64_
         mpos_vpcd_slot *s = &v->slot[i];
         if (s->conn_fd >= 0 && s->frame_start_ms != 0 &&
             now_ms - s->frame_start_ms > v->frame_timeout_ms) {
-            conn_close(s, 1); /* a frame started and did not complete */
+            conn_close(s, 1, "frame time-out"); /* a frame started and did not complete */
+        }
+    }
+}
+
+void mpos_vpcd_trace(mpos_vpcd *v, FILE *f)
+{
+    if (v != NULL) {
+        for (size_t i = 0; i < MPOS_VPCD_SLOTS; i++) {
+            v->slot[i].trace = f;
         }
     }
 }

@@ -46,6 +46,7 @@
 #define MPOS_CARDSIM_VPCD_H
 
 #include <poll.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -93,6 +94,8 @@ typedef struct mpos_vpcd_slot {
     unsigned long connects;
     unsigned long apdus;
     unsigned long resets; /* connections reset by this side */
+    FILE *trace;          /* NULL, or where the transport events go (mpos_vpcd_trace) */
+    unsigned index;       /* the slot's number, for the trace */
 } mpos_vpcd_slot;
 
 typedef struct mpos_vpcd {
@@ -133,6 +136,12 @@ size_t mpos_vpcd_pollfds(const mpos_vpcd *v, struct pollfd *fds, size_t cap);
 /* Handles what poll reported for the descriptors mpos_vpcd_pollfds gave (fds, n), then the
  * frame time-outs at now_ms (a CLOCK_MONOTONIC reading). */
 void mpos_vpcd_service(mpos_vpcd *v, const struct pollfd *fds, size_t n, uint64_t now_ms);
+
+/* Writes one line per transport event to f (NULL: none): connections accepted and closed
+ * (with the reason), control frames, the length of each C-APDU and answer, insertions and
+ * removals, with a millisecond time stamp. Never a byte of an APDU, an answer or an ATR: the
+ * lines carry no card data (for the diagnosis of pcscd / vpcd timing). */
+void mpos_vpcd_trace(mpos_vpcd *v, FILE *f);
 
 /* Milliseconds since an arbitrary origin (CLOCK_MONOTONIC). */
 uint64_t mpos_vpcd_now_ms(void);

@@ -90,9 +90,13 @@ static const char *const usage_text =
     "        else finished first). Logs: key=value lines on stderr (masked PANs only).\n"
     "  --keys SCRIPT       scripted keypad: comma-separated ok, cancel, clear, 0..9,\n"
     "                      pin:DIGITS (one key per digit), wait:MS (delay before the next\n"
-    "                      key); consumed across transactions; when it runs out the keypad\n"
-    "                      times out. Without --keys: keys from /dev/tty (digits, Enter = OK,\n"
-    "                      Esc or c = CANCEL, Backspace = CLEAR), prompts on /dev/tty\n"
+    "                      key), at:PROMPT (the next key only once PROMPT, a name of\n"
+    "                      docs/protocol.md 1.4 such as ENTER_PIN, has been shown since the\n"
+    "                      previous key; until then the keypad times out); consumed across\n"
+    "                      transactions; when it runs out the keypad times out. E.g.\n"
+    "                      ok,at:ENTER_PIN,pin:1234,ok. Without --keys: keys from /dev/tty\n"
+    "                      (digits, Enter = OK, Esc or c = CANCEL, Backspace = CLEAR),\n"
+    "                      prompts on /dev/tty\n"
     "  --display-log FILE  appends one line per prompt shown: prompt=NAME type=N\n"
     "                      amount=MINOR currency=N count=N (NAME as in docs/protocol.md\n"
     "                      1.4; PIN refreshes are not logged, ENTER_PIN has count=0)\n"
@@ -1109,6 +1113,7 @@ static int cmd_run(const struct opts *given)
     reader_open = 1;
     sim_keypad_bind(&a->kp, &a->hal_keypad);
     sim_display_bind(&a->disp, &a->hal_display);
+    sim_keypad_follow(&a->kp, &a->disp); /* --keys at:PROMPT */
     sim_reader_bind(&a->reader, &a->hal_reader);
     mpos_hal_linux_clock_bind(&a->hal_clock);
     rc = mpos_tls_port_new(&a->tls);

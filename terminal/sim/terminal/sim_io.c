@@ -36,15 +36,28 @@ static void sleep_ms(uint32_t ms)
 
 /* ---- keypad ----------------------------------------------------------------------------- */
 
-static int add_step(struct sim_keypad *kp, enum mpos_key key, uint32_t *wait)
+static int add_step(struct sim_keypad *kp, enum mpos_key key, uint32_t *wait, unsigned *at)
 {
     if (kp->count >= SIM_KEYS_MAX) {
         return -1;
     }
     kp->steps[kp->count].key = key;
     kp->steps[kp->count].wait_ms = *wait;
+    kp->steps[kp->count].at = *at;
     kp->count++;
     *wait = 0;
+    *at = 0;
+    return 0;
+}
+
+/* The prompt whose link name is name (sim_prompt_name), 0 when there is none. */
+static unsigned prompt_by_name(const char *name)
+{
+    for (unsigned p = 1; p <= MPOS_HAL_PROMPT_MAX; p++) {
+        if (strcmp(sim_prompt_name(p), name) == 0) {
+            return p;
+        }
+    }
     return 0;
 }
 
@@ -70,6 +83,7 @@ int sim_keypad_init(struct sim_keypad *kp, const char *script)
     }
     kp->scripted = 1;
     uint32_t wait = 0;
+    unsigned at = 0;
     const char *p = script;
     while (*p != '\0') {
         const char *end = strchr(p, ',');
@@ -82,20 +96,28 @@ int sim_keypad_init(struct sim_keypad *kp, const char *script)
         tok[n] = '\0';
         int rc = 0;
         if (strcmp(tok, "ok") == 0) {
-            rc = add_step(kp, MPOS_KEY_OK, &wait);
+            rc = add_step(kp, MPOS_KEY_OK, &wait, &at);
         } else if (strcmp(tok, "cancel") == 0) {
-            rc = add_step(kp, MPOS_KEY_CANCEL, &wait);
+            rc = add_step(kp, MPOS_KEY_CANCEL, &wait, &at);
         } else if (strcmp(tok, "clear") == 0) {
-            rc = add_step(kp, MPOS_KEY_CLEAR, &wait);
+            rc = add_step(kp, MPOS_KEY_CLEAR, &wait, &at);
         } else if (n == 1 && tok[0] >= '0' && tok[0] <= '9') {
-            rc = add_step(kp, (enum mpos_key)(MPOS_KEY_0 + (tok[0] - '0')), &wait);
+            rc = add_step(kp, (enum mpos_key)(MPOS_KEY_0 + (tok[0] - '0')), &wait, &at);
         } else if (strncmp(tok, "pin:", 4) == 0 && n > 4) {
             for (size_t i = 4; i < n && rc == 0; i++) {
                 if (tok[i] < '0' || tok[i] > '9') {
                     rc = -1;
                 } else {
-                    rc = add_step(kp, (enum mpos_key)(MPOS_KEY_0 + (tok[i] - '0')), &wait);
+                    rc = add_step(kp, (enum mpos_key)(MPOS_KEY_0 + (tok[i] - '0')), &wait, &at);
                 }
+            }
+        } else if (strncmp(tok, "at:", 3) == 0 && n > 3) {
+            /* One prompt per key: a second at: before the key is a mistake in the script. */
+            unsigned p = prompt_by_name(tok + 3);
+            if (p == 0 || at != 0) {
+                rc = -1;
+            } else {
+                at = p;
             }
         } else if (strncmp(tok, "wait:", 5) == 0 && n > 5) {
             char *e = NULL;
@@ -124,7 +146,7 @@ int sim_keypad_init(struct sim_keypad *kp, const char *script)
 bad:
     /* Never echo the script: it may hold a PIN. */
     fprintf(stderr, "mpos-terminal: --keys: bad token (ok, cancel, clear, 0..9, pin:DIGITS, "
-                    "wait:MS, comma-separated; at most 512 keys)\n");
+                    "wait:MS, at:PROMPT, comma-separated; at most 512 keys)\n");
     return -1;
 }
 
@@ -198,6 +220,14 @@ static int kp_read_key(void *ctx, uint32_t timeout_ms, enum mpos_key *key)
         sleep_ms(timeout_ms); /* the script ran out: nobody presses anything */
         return 0;
     }
+    unsigned at = kp->steps[kp->next].at;
+    if (at != 0 && (kp->display == NULL || kp->display->shown_at[at] <= kp->last_show)) {
+        /* The key belongs to a prompt not shown yet (at:): nobody presses anything now. The
+         * display cannot change while this call waits (one thread), so the whole time-out
+         * passes; a poll with time-out 0 (the card phase) returns at once. */
+        sleep_ms(timeout_ms);
+        return 0;
+    }
     uint64_t due = kp->last_ms + kp->steps[kp->next].wait_ms;
     uint64_t now = mono_ms();
     if (now < due) {
@@ -212,6 +242,7 @@ static int kp_read_key(void *ctx, uint32_t timeout_ms, enum mpos_key *key)
     kp->steps[kp->next].key = MPOS_KEY_TIMEOUT; /* played: forget which key it was */
     kp->next++;
     kp->last_ms = mono_ms();
+    kp->last_show = kp->display != NULL ? kp->display->shows : 0;
     return 0;
 }
 
@@ -219,6 +250,12 @@ void sim_keypad_bind(struct sim_keypad *kp, mpos_hal_keypad *hal)
 {
     hal->ctx = kp;
     hal->read_key = kp_read_key;
+}
+
+void sim_keypad_follow(struct sim_keypad *kp, const struct sim_display *d)
+{
+    kp->display = d;
+    kp->last_show = d != NULL ? d->shows : 0;
 }
 
 /* ---- display ---------------------------------------------------------------------------- */
@@ -293,6 +330,11 @@ static int disp_show(void *ctx, enum mpos_prompt prompt, const mpos_prompt_param
      * lines of their own; the screen shows '*' per digit like a PIN pad. */
     int refresh = (int)prompt == d->last_prompt && prompt == MPOS_HAL_PROMPT_ENTER_PIN;
     d->last_prompt = (int)prompt;
+    if (!refresh) {
+        /* For the scripted keypad's at: steps (sim_keypad_follow). */
+        d->shows++;
+        d->shown_at[prompt] = d->shows;
+    }
     if (d->screen != NULL && d->own_screen) {
         /* A terminal: text for a person; the PIN prompt shows a '*' per digit. */
         if (prompt == MPOS_HAL_PROMPT_ENTER_PIN) {
@@ -425,13 +467,19 @@ static int rd_wait_event(void *ctx, uint32_t timeout_ms, enum mpos_card_event *e
         }
         uint32_t slice = (uint32_t)(end - now < 100 ? end - now : 100);
 #ifdef MPOS_HAVE_PCSC
+        if (!r->pcsc_ready) {
+            /* pcscd went away (or was not there): follow the reader again as soon as it is
+             * back, within this wait, so a card inserted meanwhile is still seen (a fresh
+             * follow reports a card already there as inserted). */
+            (void)sim_reader_ready(r, 0);
+        }
         if (r->pcsc_ready) {
             int rc = mpos_pcsc_reader_wait_event(r->pcsc, slice, event);
             if (rc == 0) {
                 return 0;
             }
             if (rc != MPOS_HAL_TIMEOUT) {
-                r->pcsc_ready = 0; /* pcscd went away: try again at the next transaction */
+                r->pcsc_ready = 0;
                 sleep_ms(slice);
             }
             continue;

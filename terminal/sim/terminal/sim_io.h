@@ -2,10 +2,13 @@
  *
  * Keypad, two modes:
  *   - scripted (--keys SCRIPT): comma-separated tokens played in order across transactions:
- *     `ok`, `cancel`, `clear`, a digit `0`..`9`, `pin:NNNN` (one digit key per digit) and
+ *     `ok`, `cancel`, `clear`, a digit `0`..`9`, `pin:NNNN` (one digit key per digit),
  *     `wait:MS` (the next key comes no earlier than MS milliseconds after the previous key was
- *     taken, or after the start for a leading wait). When the script runs out the keypad times
- *     out for ever (MPOS_KEY_TIMEOUT).
+ *     taken, or after the start for a leading wait) and `at:PROMPT` (the next key comes only
+ *     once the display has shown PROMPT, a link prompt name such as ENTER_PIN, after the
+ *     previous key was taken, or after the start: until then every read times out, as when
+ *     nobody presses anything; needs sim_keypad_follow). When the script runs out the keypad
+ *     times out for ever (MPOS_KEY_TIMEOUT).
  *   - TTY: keys read raw from /dev/tty: digits, Enter = OK, Esc or 'c' = CANCEL, Backspace =
  *     CLEAR. Without a terminal every read times out.
  * Display: each prompt is written as a line of text to /dev/tty (TTY mode) or stderr, and,
@@ -36,15 +39,20 @@
 struct sim_key_step {
     enum mpos_key key;
     uint32_t wait_ms; /* delay before this key */
+    unsigned at;      /* the prompt that must be shown before this key (at:), 0 for none */
 };
+
+struct sim_display;
 
 struct sim_keypad {
     int scripted;
     struct sim_key_step steps[SIM_KEYS_MAX];
     size_t count, next;
-    uint64_t last_ms; /* when the previous key was taken (monotonic) */
-    int tty_fd;       /* TTY mode: /dev/tty, -1 if none */
-    int tty_raw;      /* termios changed (restored at close) */
+    uint64_t last_ms;                  /* when the previous key was taken (monotonic) */
+    unsigned long last_show;           /* the display's show count then (at:) */
+    const struct sim_display *display; /* the display at: looks at (sim_keypad_follow) */
+    int tty_fd;                        /* TTY mode: /dev/tty, -1 if none */
+    int tty_raw;                       /* termios changed (restored at close) */
     unsigned char saved_termios[256];
 };
 
@@ -52,12 +60,17 @@ struct sim_keypad {
 int sim_keypad_init(struct sim_keypad *kp, const char *script);
 void sim_keypad_close(struct sim_keypad *kp);
 void sim_keypad_bind(struct sim_keypad *kp, mpos_hal_keypad *hal);
+/* Lets the script's at:PROMPT steps see what d shows (d must outlive kp's use). Without it an
+ * at: step is never reached: the keypad times out from there on. */
+void sim_keypad_follow(struct sim_keypad *kp, const struct sim_display *d);
 
 struct sim_display {
     FILE *log;    /* --display-log, or NULL */
     FILE *screen; /* /dev/tty or stderr */
     int own_screen;
     int last_prompt;
+    unsigned long shows;                             /* prompts shown (PIN refreshes excluded) */
+    unsigned long shown_at[MPOS_HAL_PROMPT_MAX + 1]; /* shows count when each was last shown */
 };
 
 int sim_display_init(struct sim_display *d, const char *log_path, int tty);

@@ -277,8 +277,11 @@ class Cardsim:
         return ans
 
     def insert(self, name, slot=0):
+        """Puts the card in. No wait: the terminal reports a card already in as inserted, and
+        one that comes later when pcscd's poll sees it. A card taken out must have been seen
+        out (the terminal back to idle) before another goes in: a swap between two of
+        pcscd's polls (400 ms) is not seen by any reader that polls."""
         self.ctl("insert %d %s" % (slot, name))
-        time.sleep(0.3)  # let pcscd see the change (a quick swap can fail its power-up)
 
     def remove(self, slot=0):
         """Takes the card out; an empty slot is fine."""

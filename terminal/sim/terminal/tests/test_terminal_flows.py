@@ -29,10 +29,11 @@ GROUP = sys.argv[1]
 TERMINAL, PEER, CARDS = [os.path.abspath(a) for a in sys.argv[2:5]]
 CARD = T.load_cards(CARDS)
 
-def keys_for(pin, wait=2500):
-    """Confirm, then the PIN digits no earlier than wait ms later: the card phase polls the
-    keypad too (sim_io.h: a wait delays the next key), so the card read must be done first."""
-    return "ok,wait:%d,pin:%s,ok" % (wait, pin)
+def keys_for(pin):
+    """OK once the amount is shown, then the PIN digits and OK once the PIN prompt is shown:
+    the card phase polls the keypad too, and an at:PROMPT key is not taken before its prompt
+    (sim_io.h), so no key is consumed by the wrong phase whatever the timing."""
+    return "at:CONFIRM_AMOUNT,ok,at:ENTER_PIN,pin:%s,ok" % pin
 
 
 class Env:
@@ -207,7 +208,7 @@ def swipe_on(env, card, prompt_name, tr=None):
 
 def chip_fallback(env):
     env.cs.insert("chip-broken")
-    env.start(keys_for(CARD["chip-broken"]["pin"], wait=6000))
+    env.start(keys_for(CARD["chip-broken"]["pin"]))
     env.set(rc="00")
     res = env.txn(on_prompt=swipe_on(env, "chip-broken", "CHIP_ERROR_SWIPE"))
     assert "CHIP_ERROR_SWIPE" in res["events"], res
@@ -454,9 +455,9 @@ def prop_amounts(env):
                                                   rnd.randint(1, 999999999999)])
         currency = rnd.choice([156, 344, 446, 840, 978, 392, rnd.randint(1, 999)])
         ref = " REF%06d" % rnd.randint(0, 999999) if ttype in (2, 3) else ""
-        # one terminal per order and the card never taken out: a card re-inserted is
-        # sometimes not seen by the terminal (pcscd/vpcd; reported to the lead). The terminal
-        # is killed after RESULT (it would wait for REMOVE_CARD); the transaction is complete
+        # one terminal per order and the card never taken out (faster than a removal per
+        # order). The terminal is killed after RESULT (it would wait for REMOVE_CARD); the
+        # transaction is complete
         env.start(keys_for(pin))
         res = env.txn(start="start %d %d %d%s" % (ttype, amount, currency, ref), remove=False)
         shown = env.term.prompts()

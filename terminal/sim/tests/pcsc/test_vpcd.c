@@ -247,6 +247,48 @@ static void test_empty_slot(void **state)
     close(fd);
 }
 
+/* The trace (mpos_vpcd_trace): one line per event, lengths only, never a byte of a frame. */
+static void test_trace(void **state)
+{
+    (void)state;
+    uint8_t buf[300];
+    char text[4096];
+    static const uint8_t pse[] = {0x00, 0xA4, 0x04, 0x00, 0x0E, '1', 'P', 'A', 'Y', '.',
+                                  'S',  'Y',  'S',  '.',  'D',  'D', 'F', '0', '1', 0x00};
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    mpos_vpcd_trace(&V, f);
+    insert(0, "approve", 0);
+    int fd = drv_connect(0);
+    drv_ctrl(fd, MPOS_VPCD_CTRL_ON);
+    drv_ctrl(fd, MPOS_VPCD_CTRL_ATR);
+    assert_true(drv_recv(fd, buf, sizeof(buf)) > 2);
+    drv_send(fd, pse, sizeof(pse));
+    long n = drv_recv(fd, buf, sizeof(buf));
+    assert_true(n >= 2);
+    mpos_vpcd_remove(&V, 0);
+    assert_true(drv_closed(fd));
+    close(fd);
+    mpos_vpcd_trace(&V, NULL);
+    rewind(f);
+    size_t got = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[got] = '\0';
+    assert_non_null(strstr(text, "slot 0 insert"));
+    assert_non_null(strstr(text, "slot 0 accept (card)"));
+    assert_non_null(strstr(text, "slot 0 control 01 (card)"));
+    assert_non_null(strstr(text, "slot 0 power-up answer: ATR"));
+    assert_non_null(strstr(text, "slot 0 apdu 20 bytes"));
+    char want[64];
+    snprintf(want, sizeof(want), "slot 0 answer %ld bytes", n);
+    assert_non_null(strstr(text, want));
+    assert_non_null(strstr(text, "slot 0 remove"));
+    assert_non_null(strstr(text, "slot 0 close reset (removal)"));
+    assert_null(strstr(text, "1PAY")); /* no APDU bytes */
+    assert_null(strstr(text, "A4"));
+    insert(0, "approve", 0); /* as the other tests expect the slot */
+}
+
 /* Presence, power-up, APDUs: the engine's answers, unchanged. */
 static void test_card_t1(void **state)
 {
@@ -534,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_open_loopback_only),
         cmocka_unit_test(test_empty_slot),
         cmocka_unit_test(test_card_t1),
+        cmocka_unit_test(test_trace),
         cmocka_unit_test(test_no_atr),
         cmocka_unit_test(test_t0),
         cmocka_unit_test(test_frame_timeout),
