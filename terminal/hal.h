@@ -437,12 +437,16 @@ typedef struct mpos_hal_tls_config {
 typedef struct mpos_hal_tls {
     void *ctx;
     /* Runs a TLS 1.3 handshake (RFC 8446; nothing older is offered or accepted, no 0-RTT,
-     * no resumption, no renegotiation: T-CHAN-1) over transport, as client with the
-     * certificate of cfg (mutual authentication), verifying the server's chain to
-     * cfg->ca_cert and its name against cfg->server_name. cfg and transport must stay valid
-     * until close. 0 when the connection is up; MPOS_ERR_VERIFY when the server is not
-     * authentic; MPOS_HAL_TIMEOUT; MPOS_HAL_CLOSED; MPOS_ERR_STATE when already open;
-     * MPOS_ERR_IO. */
+     * no renegotiation: T-CHAN-1) over transport, as client with the certificate of cfg
+     * (mutual authentication), verifying the server's chain to cfg->ca_cert and its name
+     * against cfg->server_name. Resumption: the port may keep the last session ticket of
+     * the server, in memory only, and offer it (PSK with (EC)DHE, never psk_ke alone) only
+     * to the same server name, trust anchor and client certificate; the resumed handshake
+     * is bound to the server authentication of the one that issued the ticket, and the
+     * server re-checks the device from the certificate the ticket holds. No early data is
+     * ever sent. cfg and transport must stay valid until close. 0 when the connection is
+     * up; MPOS_ERR_VERIFY when the server is not authentic; MPOS_HAL_TIMEOUT;
+     * MPOS_HAL_CLOSED; MPOS_ERR_STATE when already open; MPOS_ERR_IO. */
     int (*open)(void *ctx, const mpos_hal_tls_config *cfg, const mpos_hal_transport *transport);
     /* Sends len application bytes, all or nothing. 0, MPOS_HAL_CLOSED, MPOS_ERR_STATE (not
      * open), MPOS_ERR_IO. */
@@ -452,8 +456,8 @@ typedef struct mpos_hal_tls {
      * MPOS_ERR_IO: a truncation is never taken for an end); MPOS_ERR_VERIFY when a record
      * does not authenticate; MPOS_ERR_STATE; MPOS_ERR_IO. */
     int (*read)(void *ctx, uint8_t *buf, size_t cap, size_t *len, uint32_t timeout_ms);
-    /* Sends close_notify if the connection is up and forgets every key of the connection.
-     * Always safe to call. */
+    /* Sends close_notify if the connection is up and forgets every key of the connection
+     * (but a session ticket kept for the next open, see open). Always safe to call. */
     void (*close)(void *ctx);
 } mpos_hal_tls;
 

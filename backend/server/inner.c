@@ -104,14 +104,18 @@ static void close_tunnel(struct bs_inner *in, struct bs_conn *c)
 static void refuse(struct bs_inner *in, struct bs_conn *c, const char *reason)
 {
     char s[40];
-    bs_log("warn", "terminal_refused", bs_conn_view_id(c), " serial=%s reason=%s",
-           bs_log_safe(in->serial, s, sizeof(s)), reason);
+    bs_log("warn", "terminal_refused", bs_conn_view_id(c), " serial=%s reason=%s resumed=%d",
+           bs_log_safe(in->serial, s, sizeof(s)), reason,
+           in->ssl != NULL && SSL_session_reused(in->ssl) == 1);
     send_status(in, c, MPOS_TUNNEL_ERROR, MPOS_TUNNEL_ST_TERMINAL_REFUSED);
     close_tunnel(in, c);
     bs_conn_send_error(c, HW_ERR_TERMINAL, "terminal");
 }
 
-/* After the handshake: who is it, and may it use this channel? 0 when accepted. */
+/* After the handshake: who is it, and may it use this channel? 0 when accepted. Also after
+ * a resumed handshake (the terminal's ticket, tls.c): the certificate is then the one of the
+ * full handshake, kept in the ticket, and registration, fingerprint, state and merchant are
+ * checked again here, so a ticket never outlives a suspension or retirement. */
 static int accept_terminal(struct bs_inner *in, struct bs_conn *c)
 {
     struct bs_conn_view v;
@@ -162,8 +166,9 @@ static int accept_terminal(struct bs_inner *in, struct bs_conn *c)
     }
     in->open = 1;
     char s[40];
-    bs_log("info", "tunnel_open", v.id, " serial=%s state=%s",
-           bs_log_safe(in->serial, s, sizeof(s)), mpos_terminal_state_name(t.state));
+    bs_log("info", "tunnel_open", v.id, " serial=%s state=%s resumed=%d",
+           bs_log_safe(in->serial, s, sizeof(s)), mpos_terminal_state_name(t.state),
+           SSL_session_reused(in->ssl) == 1);
     return 0;
 }
 

@@ -6,7 +6,12 @@
  * older than two hours no longer decrypts, and a stolen ticket key opens at most that window.
  *
  * Inner (terminals, memory BIOs): TLS 1.3 only, the client certificate is required and must
- * chain to the manufacturer CA alone (no system store), no tickets, no 0-RTT.
+ * chain to the manufacturer CA alone (no system store), no 0-RTT. One stateless ticket per
+ * handshake (a terminal resumes its tunnel after a host reconnect), encrypted under the same
+ * key ring, lifetime 2 h; its own session id context, so a ticket of one context never
+ * resumes on the other. A resumed handshake carries no client certificate: the ticket holds
+ * the one of the full handshake (SSL_get0_peer_certificate returns it), and inner.c checks the
+ * terminal's registration and state on every connection, resumed or not.
  */
 #include "server.h"
 
@@ -24,6 +29,9 @@
 
 #define TICKET_ROTATE_S 3600
 #define TICKET_KEYS     2
+/* Inner tickets: as long as the ring decrypts them (two rotation periods). */
+#define INNER_TICKET_LIFETIME_S (TICKET_KEYS * TICKET_ROTATE_S)
+#define INNER_SID_CTX           "mpos-inner-tls"
 
 struct ticket_key {
     unsigned char name[16];
@@ -213,9 +221,25 @@ SSL_CTX *bs_tls_inner_ctx(const struct bs_config *c)
     X509_free(ca);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     SSL_CTX_set_verify_depth(ctx, 2);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* Stateless tickets only (no server cache): SSL_OP_NO_TICKET stays clear. psk_ke alone
+     * (no (EC)DHE) is refused: SSL_OP_ALLOW_NO_DHE_KEX stays clear. */
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET | SSL_OP_ALLOW_NO_DHE_KEX);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_timeout(ctx, INNER_TICKET_LIFETIME_S);
+    pthread_mutex_lock(&ring_lock);
+    int r = ring_rotate(time(NULL));
+    pthread_mutex_unlock(&ring_lock);
+    /* The session id context is required for resumption with a verified client certificate
+     * and keeps inner and outer tickets apart (the outer context has none). */
+    if (r != 0 || SSL_CTX_set_num_tickets(ctx, 1) != 1 ||
+        SSL_CTX_set_session_id_context(ctx, (const unsigned char *)INNER_SID_CTX,
+                                       sizeof(INNER_SID_CTX) - 1) != 1 ||
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
+        ssl_errors("inner ticket settings");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     return ctx;
 fail:
     X509_free(ca);

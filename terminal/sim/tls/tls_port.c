@@ -1,9 +1,13 @@
 /* openmpos simulator: the TLS client port (tls_port.h). */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/provider.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -23,7 +27,22 @@ struct mpos_tls_port {
     const mpos_hal_transport *tr;
     uint32_t hs_timeout_ms;
     int open;
+    int resumed; /* the open connection resumed a ticket */
+    /* The last TLS 1.3 session ticket (key material: memory only, single use) and the
+     * binding of the connection it came from; bind of the connection being opened. */
+    SSL_SESSION *ticket;
+    uint8_t ticket_bind[32];
+    uint8_t bind[32];
+    mpos_tls_port_log_fn log_fn;
+    void *log_ctx;
 };
+
+static void forget_ticket(mpos_tls_port *p)
+{
+    SSL_SESSION_free(p->ticket); /* cleanses the resumption secret */
+    p->ticket = NULL;
+    OPENSSL_cleanse(p->ticket_bind, sizeof(p->ticket_bind));
+}
 
 int mpos_tls_port_new(mpos_tls_port **out)
 {
@@ -55,6 +74,56 @@ static void conn_free(mpos_tls_port *p)
     p->sctx = NULL;
     p->tr = NULL;
     p->open = 0;
+    p->resumed = 0;
+    OPENSSL_cleanse(p->bind, sizeof(p->bind));
+}
+
+/* What a ticket is bound to: the server name, the trust anchor and the device certificate
+ * of the connection (SHA-256 over each, length-prefixed). A ticket resumes the
+ * authentication of its own connection only, so it is offered only to the same name under
+ * the same anchor with the same client identity. */
+static int make_bind(mpos_tls_port *p, const mpos_hal_tls_config *cfg, uint8_t out[32])
+{
+    EVP_MD *md = EVP_MD_fetch(p->libctx, "SHA256", NULL);
+    EVP_MD_CTX *mc = EVP_MD_CTX_new();
+    const uint8_t *parts[3] = {(const uint8_t *)cfg->server_name, cfg->ca_cert, cfg->client_cert};
+    size_t lens[3] = {strlen(cfg->server_name), cfg->ca_cert_len, cfg->client_cert_len};
+    unsigned int n = 0;
+    int ok = md != NULL && mc != NULL && EVP_DigestInit_ex(mc, md, NULL) == 1;
+    for (int i = 0; ok && i < 3; i++) {
+        uint8_t l[8];
+        for (int j = 0; j < 8; j++)
+            l[j] = (uint8_t)((uint64_t)lens[i] >> (56 - 8 * j));
+        ok =
+            EVP_DigestUpdate(mc, l, sizeof(l)) == 1 && EVP_DigestUpdate(mc, parts[i], lens[i]) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(mc, out, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(mc);
+    EVP_MD_free(md);
+    return ok ? 0 : MPOS_ERR_CRYPTO;
+}
+
+/* A ticket still inside its lifetime (the session's timeout and the server's hint). */
+static int ticket_fresh(const SSL_SESSION *s)
+{
+    long now = (long)time(NULL), start = SSL_SESSION_get_time(s), life = SSL_SESSION_get_timeout(s);
+    unsigned long hint = SSL_SESSION_get_ticket_lifetime_hint(s);
+    if (hint > 0 && (life <= 0 || hint < (unsigned long)life))
+        life = (long)hint;
+    return SSL_SESSION_is_resumable(s) && life > 0 && start <= now && now - start < life;
+}
+
+/* New session ticket (TLS 1.3 NewSessionTicket, after the handshake): kept in memory for
+ * the next open; the previous one is dropped. Returns 1: we keep the reference. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    mpos_tls_port *p = SSL_get_app_data(ssl);
+    if (p == NULL || SSL_version(ssl) != TLS1_3_VERSION || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    forget_ticket(p);
+    p->ticket = sess;
+    memcpy(p->ticket_bind, p->bind, sizeof(p->bind));
+    return 1;
 }
 
 /* Sends whatever OpenSSL queued for the network. */
@@ -132,9 +201,15 @@ static int tls_open(void *ctx, const mpos_hal_tls_config *cfg, const mpos_hal_tr
     if (!SSL_CTX_set_min_proto_version(p->sctx, TLS1_3_VERSION) ||
         !SSL_CTX_set_max_proto_version(p->sctx, TLS1_3_VERSION))
         goto exit;
-    /* No resumption, hence no PSK and no 0-RTT: no session cache, tickets dropped. */
-    SSL_CTX_set_session_cache_mode(p->sctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(p->sctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+    /* Resumption with a ticket the port keeps itself (new_session_cb), never in OpenSSL's
+     * cache; PSK with (EC)DHE only: without SSL_OP_ALLOW_NO_DHE_KEX the client offers the
+     * psk_dhe_ke mode alone, so a resumed connection still has forward secrecy. No 0-RTT:
+     * SSL_write_early_data is never called, so early data is never sent. */
+    SSL_CTX_set_session_cache_mode(p->sctx,
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(p->sctx, new_session_cb);
+    SSL_CTX_clear_options(p->sctx, SSL_OP_NO_TICKET | SSL_OP_ALLOW_NO_DHE_KEX);
+    SSL_CTX_set_options(p->sctx, SSL_OP_NO_RENEGOTIATION);
     if (!SSL_CTX_set_max_early_data(p->sctx, 0) ||
         !SSL_CTX_set1_client_sigalgs_list(p->sctx, "ECDSA+SHA256"))
         goto exit;
@@ -149,8 +224,10 @@ static int tls_open(void *ctx, const mpos_hal_tls_config *cfg, const mpos_hal_tr
         goto exit;
     }
 
+    if (make_bind(p, cfg, p->bind) != 0)
+        goto exit;
     p->ssl = SSL_new(p->sctx);
-    if (p->ssl == NULL || !BIO_new_bio_pair(&inner, 0, &p->net, 0))
+    if (p->ssl == NULL || !BIO_new_bio_pair(&inner, 0, &p->net, 0) || !SSL_set_app_data(p->ssl, p))
         goto exit;
     SSL_set_bio(p->ssl, inner, inner);
     inner = NULL;
@@ -161,6 +238,20 @@ static int tls_open(void *ctx, const mpos_hal_tls_config *cfg, const mpos_hal_tr
     if (!SSL_set_tlsext_host_name(p->ssl, cfg->server_name) ||
         !SSL_set1_host(p->ssl, cfg->server_name))
         goto exit;
+    /* The ticket of the last connection, if it belongs to this name, anchor and device and
+     * is still fresh. TLS 1.3 resumption (RFC 8446 2.2) carries the authentication of the
+     * connection that issued the ticket: that server proved it held a certificate chaining
+     * to this anchor for this name; the PSK binder proves the server holds the resumption
+     * secret. Single use (RFC 8446 C.4): it is given to this handshake and forgotten here; the
+     * server's next ticket replaces it. */
+    if (p->ticket != NULL) {
+        int use = CRYPTO_memcmp(p->ticket_bind, p->bind, sizeof(p->bind)) == 0 &&
+                  ticket_fresh(p->ticket) &&
+                  SSL_SESSION_get_protocol_version(p->ticket) == TLS1_3_VERSION;
+        if (use && !SSL_set_session(p->ssl, p->ticket))
+            goto exit;
+        forget_ticket(p);
+    }
     p->tr = transport;
 
     for (;;) {
@@ -188,10 +279,16 @@ exit:
     X509_free(dev);
     EVP_PKEY_free(key);
     BIO_free(inner);
-    if (rc == 0)
+    if (rc == 0) {
         p->open = 1;
-    else
+        p->resumed = SSL_session_reused(p->ssl) == 1;
+        if (p->log_fn != NULL)
+            p->log_fn(p->log_ctx, p->resumed);
+        else
+            fprintf(stderr, "mpos-terminal: event=tunnel_tls resumed=%d\n", p->resumed);
+    } else {
         conn_free(p);
+    }
     ERR_clear_error();
     return rc;
 }
@@ -278,6 +375,7 @@ void mpos_tls_port_free(mpos_tls_port *port)
     if (port == NULL)
         return;
     tls_close(port);
+    forget_ticket(port);
     OSSL_PROVIDER_unload(port->prov_ext);
     OSSL_PROVIDER_unload(port->prov_default);
     OSSL_LIB_CTX_free(port->libctx);
@@ -288,6 +386,30 @@ void mpos_tls_port_set_handshake_timeout(mpos_tls_port *port, uint32_t timeout_m
 {
     if (port != NULL)
         port->hs_timeout_ms = timeout_ms;
+}
+
+int mpos_tls_port_resumed(const mpos_tls_port *port)
+{
+    return port != NULL && port->open && port->resumed;
+}
+
+int mpos_tls_port_has_ticket(const mpos_tls_port *port)
+{
+    return port != NULL && port->ticket != NULL;
+}
+
+void mpos_tls_port_forget_ticket(mpos_tls_port *port)
+{
+    if (port != NULL)
+        forget_ticket(port);
+}
+
+void mpos_tls_port_set_log(mpos_tls_port *port, mpos_tls_port_log_fn fn, void *ctx)
+{
+    if (port != NULL) {
+        port->log_fn = fn;
+        port->log_ctx = ctx;
+    }
 }
 
 void mpos_tls_port_hal(mpos_tls_port *port, mpos_hal_tls *hal)

@@ -152,17 +152,21 @@ typedef struct server {
     SSL *ssl;
     BIO *net;
     int done, failed, closed;
-    int saw_early_data_ext, saw_psk_ext, only_tls13;
+    int saw_early_data_ext, saw_psk_ext, only_tls13, psk_modes_dhe_only;
     uint8_t got[256];
     size_t got_len;
 } server;
 
 static int hello_cb(SSL *s, int *al, void *arg)
 {
-    server *sv = arg;
+    server *sv = SSL_get_app_data(s);
     const unsigned char *d;
     size_t n;
     (void)al;
+    (void)arg;
+    /* psk_key_exchange_modes: exactly one mode, psk_dhe_ke (1). */
+    sv->psk_modes_dhe_only =
+        SSL_client_hello_get0_ext(s, 45, &d, &n) && n == 2 && d[0] == 1 && d[1] == 1;
     sv->saw_early_data_ext = SSL_client_hello_get0_ext(s, 42, &d, &n); /* early_data */
     sv->saw_psk_ext = SSL_client_hello_get0_ext(s, 41, &d, &n);        /* pre_shared_key */
     sv->only_tls13 = SSL_client_hello_get0_ext(s, 43, &d, &n) && n == 3 && d[0] == 2 &&
@@ -170,25 +174,44 @@ static int hello_cb(SSL *s, int *al, void *arg)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-static void server_init(server *sv, X509 *cert, int max_version)
+/* The server's context: it issues tickets (OpenSSL's default: stateless, two per full
+ * handshake, keys of its own) and would take early data. */
+static SSL_CTX *server_ctx_new(X509 *cert, int max_version)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    assert_non_null(ctx);
+    assert_int_equal(SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION), 1);
+    assert_int_equal(SSL_CTX_set_max_proto_version(ctx, max_version), 1);
+    assert_int_equal(SSL_CTX_use_certificate(ctx, cert), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(ctx, P.srv_key), 1);
+    assert_int_equal(X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), P.ca), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    assert_int_equal(SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"t", 1), 1);
+    SSL_CTX_set_max_early_data(ctx, 16384); /* the server would take it: none must come */
+    SSL_CTX_set_client_hello_cb(ctx, hello_cb, NULL);
+    /* OpenSSL's anti-replay for 0-RTT looks stateless tickets up in a server cache this test
+     * server does not keep: without this option it would refuse every ticket. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_ANTI_REPLAY);
+    return ctx;
+}
+
+/* A server connection on ctx (taken over: freed with the server). */
+static void server_init_ctx(server *sv, SSL_CTX *ctx)
 {
     BIO *inner = NULL;
     memset(sv, 0, sizeof(*sv));
-    sv->ctx = SSL_CTX_new(TLS_server_method());
-    assert_non_null(sv->ctx);
-    assert_int_equal(SSL_CTX_set_min_proto_version(sv->ctx, TLS1_2_VERSION), 1);
-    assert_int_equal(SSL_CTX_set_max_proto_version(sv->ctx, max_version), 1);
-    assert_int_equal(SSL_CTX_use_certificate(sv->ctx, cert), 1);
-    assert_int_equal(SSL_CTX_use_PrivateKey(sv->ctx, P.srv_key), 1);
-    assert_int_equal(X509_STORE_add_cert(SSL_CTX_get_cert_store(sv->ctx), P.ca), 1);
-    SSL_CTX_set_verify(sv->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    SSL_CTX_set_max_early_data(sv->ctx, 16384); /* the server would take it: none must come */
-    SSL_CTX_set_client_hello_cb(sv->ctx, hello_cb, sv);
+    sv->ctx = ctx;
     sv->ssl = SSL_new(sv->ctx);
     assert_non_null(sv->ssl);
+    assert_int_equal(SSL_set_app_data(sv->ssl, sv), 1);
     assert_int_equal(BIO_new_bio_pair(&inner, 0, &sv->net, 0), 1);
     SSL_set_bio(sv->ssl, inner, inner);
     SSL_set_accept_state(sv->ssl);
+}
+
+static void server_init(server *sv, X509 *cert, int max_version)
+{
+    server_init_ctx(sv, server_ctx_new(cert, max_version));
 }
 
 static void server_free(server *sv)
@@ -407,6 +430,161 @@ static void test_bad_arguments(void **state)
     fixture_free(&f);
 }
 
+/* ---- resumption ---------------------------------------------------------------------------- */
+
+static int log_calls, log_last;
+
+static void log_cb(void *ctx, int resumed)
+{
+    (void)ctx;
+    log_calls++;
+    log_last = resumed;
+}
+
+/* One round trip: the client reads the echo, and with it the server's tickets. */
+static void ping(fixture *f)
+{
+    uint8_t buf[64];
+    size_t n = 0;
+    assert_int_equal(f->hal.write(f->hal.ctx, (const uint8_t *)"ping", 4), 0);
+    assert_int_equal(f->hal.read(f->hal.ctx, buf, sizeof(buf), &n, 10), 0);
+    assert_int_equal(n, 9);
+    assert_memory_equal(buf, "echo:ping", 9);
+}
+
+/* The terminal closes its tunnel (host reconnect) and the back end takes the next one on
+ * ctx (NULL: the same context as before, so its ticket keys). */
+static void reconnect(fixture *f, SSL_CTX *ctx)
+{
+    f->hal.close(f->hal.ctx);
+    if (ctx == NULL) {
+        assert_int_equal(SSL_CTX_up_ref(f->sv.ctx), 1);
+        ctx = f->sv.ctx;
+    }
+    server_free(&f->sv);
+    server_init_ctx(&f->sv, ctx);
+}
+
+static void test_resume_after_reconnect(void **state)
+{
+    fixture f;
+    (void)state;
+    sign_calls = 0;
+    log_calls = 0;
+    fixture_init(&f, P.srv, TLS1_3_VERSION, P.dev_key, BACKEND);
+    mpos_tls_port_set_log(f.port, log_cb, NULL);
+    assert_false(mpos_tls_port_has_ticket(f.port));
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    assert_false(mpos_tls_port_resumed(f.port));
+    assert_int_equal(log_calls, 1);
+    assert_int_equal(log_last, 0);
+    ping(&f);
+    assert_true(mpos_tls_port_has_ticket(f.port));
+    assert_int_equal(sign_calls, 1);
+
+    reconnect(&f, NULL);
+    assert_true(mpos_tls_port_has_ticket(f.port)); /* kept over close */
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    assert_true(f.sv.saw_psk_ext);
+    assert_true(f.sv.psk_modes_dhe_only); /* psk_ke never offered */
+    assert_false(f.sv.saw_early_data_ext);
+    assert_true(mpos_tls_port_resumed(f.port));
+    assert_int_equal(log_calls, 2);
+    assert_int_equal(log_last, 1);
+    assert_int_equal(sign_calls, 1); /* no CertificateVerify on resumption */
+    ping(&f);
+    assert_true(SSL_session_reused(f.sv.ssl));
+    assert_int_equal(SSL_get_early_data_status(f.sv.ssl), SSL_EARLY_DATA_NOT_SENT);
+    /* The device's certificate comes back from the ticket for the server to re-check. */
+    X509 *peer = SSL_get0_peer_certificate(f.sv.ssl);
+    assert_non_null(peer);
+    assert_int_equal(X509_cmp(peer, P.dev), 0);
+    assert_true(mpos_tls_port_has_ticket(f.port)); /* the resumed connection's new ticket */
+
+    /* And again with that new ticket. */
+    reconnect(&f, NULL);
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    assert_true(mpos_tls_port_resumed(f.port));
+    ping(&f);
+    f.hal.close(f.hal.ctx);
+    assert_false(mpos_tls_port_resumed(f.port));
+    fixture_free(&f);
+}
+
+static void test_ticket_not_offered_elsewhere(void **state)
+{
+    fixture f;
+    uint8_t ca2_der[2048];
+    (void)state;
+    fixture_init(&f, P.srv, TLS1_3_VERSION, P.dev_key, BACKEND);
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    ping(&f);
+    assert_true(mpos_tls_port_has_ticket(f.port));
+    /* Another server name: no PSK in the hello, the certificate check fails as always. */
+    reconnect(&f, NULL);
+    f.cfg.server_name = "other.test";
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), MPOS_ERR_VERIFY);
+    assert_false(f.sv.saw_psk_ext);
+    assert_false(mpos_tls_port_has_ticket(f.port)); /* dropped, not kept for later */
+
+    /* A ticket, then another trust anchor: not offered either. */
+    f.cfg.server_name = BACKEND;
+    reconnect(&f, NULL);
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    ping(&f);
+    assert_true(mpos_tls_port_has_ticket(f.port));
+    reconnect(&f, NULL);
+    f.cfg.ca_cert = ca2_der;
+    f.cfg.ca_cert_len = to_der(P.ca2, ca2_der, sizeof(ca2_der));
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), MPOS_ERR_VERIFY);
+    assert_false(f.sv.saw_psk_ext);
+    assert_false(mpos_tls_port_has_ticket(f.port));
+    fixture_free(&f);
+}
+
+static void test_ticket_refused_full_handshake(void **state)
+{
+    fixture f;
+    (void)state;
+    sign_calls = 0;
+    fixture_init(&f, P.srv, TLS1_3_VERSION, P.dev_key, BACKEND);
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    ping(&f);
+    /* A server with other ticket keys (a restarted back end): full handshake, new ticket. */
+    reconnect(&f, server_ctx_new(P.srv, TLS1_3_VERSION));
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    assert_true(f.sv.saw_psk_ext);
+    assert_false(mpos_tls_port_resumed(f.port));
+    assert_int_equal(sign_calls, 2);
+    ping(&f);
+    assert_false(SSL_session_reused(f.sv.ssl));
+    assert_true(mpos_tls_port_has_ticket(f.port));
+    /* Forgotten on request: the next open offers nothing. */
+    mpos_tls_port_forget_ticket(f.port);
+    reconnect(&f, NULL);
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    assert_false(f.sv.saw_psk_ext);
+    assert_false(mpos_tls_port_resumed(f.port));
+    fixture_free(&f);
+}
+
+/* A server that is not the one of the ticket cannot complete a resumed handshake: same
+ * name and anchor but it lacks the resumption secret, so it must prove a certificate, and
+ * one from another CA fails as on a full handshake. */
+static void test_resume_other_server_still_verified(void **state)
+{
+    fixture f;
+    (void)state;
+    fixture_init(&f, P.srv, TLS1_3_VERSION, P.dev_key, BACKEND);
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), 0);
+    ping(&f);
+    reconnect(&f, server_ctx_new(P.srv_other_ca, TLS1_3_VERSION));
+    assert_int_equal(f.hal.open(f.hal.ctx, &f.cfg, &f.tr), MPOS_ERR_VERIFY);
+    assert_true(f.sv.saw_psk_ext);
+    assert_false(mpos_tls_port_has_ticket(f.port));
+    fixture_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -417,6 +595,10 @@ int main(void)
         cmocka_unit_test(test_tls12_server_refused),
         cmocka_unit_test(test_wrong_signer_refused_by_server),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_resume_after_reconnect),
+        cmocka_unit_test(test_ticket_not_offered_elsewhere),
+        cmocka_unit_test(test_ticket_refused_full_handshake),
+        cmocka_unit_test(test_resume_other_server_still_verified),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
