@@ -3,7 +3,6 @@
  * security setting must not silently fall back to its default. */
 #include "server.h"
 
-#include <errno.h>
 #include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,52 +41,6 @@ void bs_config_free(struct bs_config *c)
     memset(c, 0, sizeof(*c));
 }
 
-static int set_str(char **dst, const char *v)
-{
-    char *s = strdup(v);
-    if (s == NULL) {
-        return -1;
-    }
-    free(*dst);
-    *dst = s;
-    return 0;
-}
-
-static int parse_long(const char *v, long min, long max, long *out)
-{
-    char *end = NULL;
-    if (!((v[0] >= '0' && v[0] <= '9') || (v[0] == '-' && v[1] >= '0' && v[1] <= '9'))) {
-        return -1;
-    }
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno != 0 || *end != '\0' || x < min || x > max) {
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-static int set_int(int *dst, const char *v, long min, long max)
-{
-    long x = 0;
-    if (parse_long(v, min, max, &x) != 0) {
-        return -1;
-    }
-    *dst = (int)x;
-    return 0;
-}
-
-static int set_uint(unsigned *dst, const char *v, long min, long max)
-{
-    long x = 0;
-    if (parse_long(v, min, max, &x) != 0) {
-        return -1;
-    }
-    *dst = (unsigned)x;
-    return 0;
-}
-
 /* "hex,hex,..." of SHA-256 values; empty: any binary. */
 static int set_hashes(struct bs_config *c, const char *v)
 {
@@ -123,53 +76,53 @@ static int apply(struct bs_config *c, const char *section, const char *key, cons
     int x = 0;
     if (strcmp(section, "server") == 0) {
         if (strcmp(key, "listen") == 0) {
-            return set_str(&c->listen, v);
+            return mpos_cfg_set_str(&c->listen, v);
         } else if (strcmp(key, "workers") == 0) {
-            return set_uint(&c->workers, v, 1, BK_MAX_WORKERS);
+            return mpos_cfg_set_uint(&c->workers, v, 1, BK_MAX_WORKERS);
         } else if (strcmp(key, "cert") == 0) {
-            return set_str(&c->cert, v);
+            return mpos_cfg_set_str(&c->cert, v);
         } else if (strcmp(key, "key") == 0) {
-            return set_str(&c->key, v);
+            return mpos_cfg_set_str(&c->key, v);
         } else if (strcmp(key, "allow_tls12") == 0) {
-            return set_int(&c->allow_tls12, v, 0, 1);
+            return mpos_cfg_set_int(&c->allow_tls12, v, 0, 1);
         } else if (strcmp(key, "idle_timeout_s") == 0) {
-            return set_uint(&c->idle_timeout_s, v, 1, 86400);
+            return mpos_cfg_set_uint(&c->idle_timeout_s, v, 1, 86400);
         } else if (strcmp(key, "max_connections") == 0) {
-            return set_uint(&c->max_connections, v, 1, 1000000);
+            return mpos_cfg_set_uint(&c->max_connections, v, 1, 1000000);
         }
     } else if (strcmp(section, "terminal") == 0) {
         if (strcmp(key, "ca") == 0) {
-            return set_str(&c->terminal_ca, v);
+            return mpos_cfg_set_str(&c->terminal_ca, v);
         } else if (strcmp(key, "params") == 0) {
-            return set_str(&c->params, v);
+            return mpos_cfg_set_str(&c->params, v);
         }
     } else if (strcmp(section, "store") == 0) {
         if (strcmp(key, "db") == 0) {
-            return set_str(&c->store_db, v);
+            return mpos_cfg_set_str(&c->store_db, v);
         }
     } else if (strcmp(section, "hsm") == 0) {
         if (strcmp(key, "socket") == 0) {
-            return set_str(&c->hsm_socket, v);
+            return mpos_cfg_set_str(&c->hsm_socket, v);
         } else if (strcmp(key, "timeout_ms") == 0) {
-            return set_int(&c->hsm_timeout_ms, v, 1, 600000);
+            return mpos_cfg_set_int(&c->hsm_timeout_ms, v, 1, 600000);
         }
     } else if (strcmp(section, "upstream") == 0) {
         if (strcmp(key, "host") == 0) {
-            return set_str(&c->up_host, v);
+            return mpos_cfg_set_str(&c->up_host, v);
         } else if (strcmp(key, "port") == 0) {
-            if (set_int(&x, v, 1, 65535) != 0) {
+            if (mpos_cfg_set_int(&x, v, 1, 65535) != 0) {
                 return -1;
             }
             c->up_port = (uint16_t)x;
             return 0;
         } else if (strcmp(key, "timeout_ms") == 0) {
-            return set_int(&c->up_timeout_ms, v, 1, 600000);
+            return mpos_cfg_set_int(&c->up_timeout_ms, v, 1, 600000);
         } else if (strcmp(key, "echo_s") == 0) {
-            return set_int(&c->echo_s, v, 0, 86400);
+            return mpos_cfg_set_int(&c->echo_s, v, 0, 86400);
         } else if (strcmp(key, "saf_interval_ms") == 0) {
-            return set_int(&c->saf_interval_ms, v, 1, 3600000);
+            return mpos_cfg_set_int(&c->saf_interval_ms, v, 1, 3600000);
         } else if (strcmp(key, "acquirer_id") == 0) {
-            return mpos_digits_valid(v, 1, 11) ? set_str(&c->acquirer_id, v) : -1;
+            return mpos_digits_valid(v, 1, 11) ? mpos_cfg_set_str(&c->acquirer_id, v) : -1;
         }
     } else if (strcmp(section, "keys") == 0) {
         char **dst = strcmp(key, "zpk") == 0   ? &c->zpk
@@ -177,27 +130,27 @@ static int apply(struct bs_config *c, const char *section, const char *key, cons
                      : strcmp(key, "zek") == 0 ? &c->zek
                                                : NULL;
         if (dst != NULL) {
-            return mpos_store_label_valid(v) ? set_str(dst, v) : -1;
+            return mpos_store_label_valid(v) ? mpos_cfg_set_str(dst, v) : -1;
         }
     } else if (strcmp(section, "policy") == 0) {
         if (strcmp(key, "allow_root") == 0) {
-            return set_int(&c->allow_root, v, 0, 1);
+            return mpos_cfg_set_int(&c->allow_root, v, 0, 1);
         } else if (strcmp(key, "allow_debugger") == 0) {
-            return set_int(&c->allow_debugger, v, 0, 1);
+            return mpos_cfg_set_int(&c->allow_debugger, v, 0, 1);
         } else if (strcmp(key, "binary_hashes") == 0) {
             return set_hashes(c, v);
         } else if (strcmp(key, "bind_host_device") == 0) {
-            return set_int(&c->bind_host_device, v, 0, 1);
+            return mpos_cfg_set_int(&c->bind_host_device, v, 0, 1);
         } else if (strcmp(key, "max_login_failures") == 0) {
-            return set_int(&c->max_login_failures, v, 1, 1000);
+            return mpos_cfg_set_int(&c->max_login_failures, v, 1, 1000);
         } else if (strcmp(key, "lockout_s") == 0) {
-            return set_int(&c->lockout_s, v, 1, 86400 * 30);
+            return mpos_cfg_set_int(&c->lockout_s, v, 1, 86400 * 30);
         } else if (strcmp(key, "session_ttl_s") == 0) {
-            return set_int(&c->session_ttl_s, v, 1, 86400 * 7);
+            return mpos_cfg_set_int(&c->session_ttl_s, v, 1, 86400 * 7);
         } else if (strcmp(key, "max_speed_kmh") == 0) {
-            return set_int(&c->max_speed_kmh, v, 1, 100000);
+            return mpos_cfg_set_int(&c->max_speed_kmh, v, 1, 100000);
         } else if (strcmp(key, "decline_impossible_travel") == 0) {
-            return set_int(&c->decline_impossible_travel, v, 0, 1);
+            return mpos_cfg_set_int(&c->decline_impossible_travel, v, 0, 1);
         } else if (strcmp(key, "min_password_length") == 0) {
             return 0; /* mposctl's setting, read from the same file */
         }
@@ -295,9 +248,7 @@ int bs_firmware_parse(const char *s, uint32_t *out)
     return 0;
 }
 
-static const struct {
-    const char *flag, *section, *key;
-} flags[] = {
+static const struct mpos_cfg_flag flags[] = {
     {"--listen", "server", "listen"},
     {"--workers", "server", "workers"},
 };
@@ -342,13 +293,12 @@ int bs_config_load(struct bs_config *c, int argc, char **argv)
         } else if (strcmp(a, "--config") == 0) {
             r = 0;
         } else if (strcmp(a, "--port-file") == 0) {
-            r = set_str(&c->port_file, v);
+            r = mpos_cfg_set_str(&c->port_file, v);
         } else {
-            for (size_t f = 0; f < sizeof(flags) / sizeof(flags[0]); f++) {
-                if (strcmp(a, flags[f].flag) == 0) {
-                    r = apply(c, flags[f].section, flags[f].key, v);
-                    break;
-                }
+            const struct mpos_cfg_flag *f =
+                mpos_cfg_flag_find(flags, sizeof(flags) / sizeof(flags[0]), a);
+            if (f != NULL) {
+                r = apply(c, f->section, f->key, v);
             }
         }
         if (r != 0) {
@@ -358,7 +308,7 @@ int bs_config_load(struct bs_config *c, int argc, char **argv)
         }
         i += used;
     }
-    if (c->listen == NULL && set_str(&c->listen, "127.0.0.1:0") != 0) {
+    if (c->listen == NULL && mpos_cfg_set_str(&c->listen, "127.0.0.1:0") != 0) {
         return -1;
     }
     if (c->cert == NULL || c->key == NULL) {

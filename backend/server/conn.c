@@ -294,7 +294,8 @@ static void do_login(struct bs_conn *c, const struct hw_msg *m)
     memcpy(s.device_id, c->env.device_id, 32);
     s.expires = (int64_t)time(NULL) + cfg->session_ttl_s;
     snprintf(s.source, sizeof(s.source), "%s", c->peer);
-    if (mpos_random_bytes(token, sizeof(token)) != MPOS_OK || bs_session_create(token, &s) != 0 ||
+    if (mpos_random_bytes(token, sizeof(token)) != MPOS_OK ||
+        bs_session_create(c->w->store, token, &s) != 0 ||
         bs_session_key(c->ssl, token, c->env_key) != 0) {
         MPOS_WIPE_BUFFER(token);
         bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
@@ -308,7 +309,7 @@ static void do_login(struct bs_conn *c, const struct hw_msg *m)
     bs_log("info", "login", c->id, " merchant=%s user=%s role=%s peer=%s lat_e7=%d lon_e7=%d", sm,
            su, role_name(s.role), c->peer, c->env.lat_e7, c->env.lon_e7);
     if (declined) {
-        bs_session_revoke(token);
+        bs_session_revoke(c->w->store, token);
         MPOS_WIPE_BUFFER(token);
         c->logged_in = 0;
         bs_conn_send_error(c, HW_ERR_INTEGRITY, "impossible travel");
@@ -349,7 +350,7 @@ static void do_resume(struct bs_conn *c, const struct hw_msg *m)
         envelope_refused(c, rc, why, m->type);
         return;
     }
-    rc = bs_session_lookup(token, (int64_t)time(NULL), &s);
+    rc = bs_session_lookup(c->w->store, token, (int64_t)time(NULL), &s);
     if (rc == 0 && !mpos_ct_equal(s.device_id, c->env.device_id, 32)) {
         rc = BK_SESSION_NOT_FOUND; /* a session is bound to the device it logged in from */
         bs_log("warn", "resume_device_mismatch", c->id, " peer=%s", c->peer);
@@ -412,16 +413,52 @@ static void do_txn_begin(struct bs_conn *c, const struct hw_msg *m)
         bs_conn_send_error(c, HW_ERR_FORBIDDEN, "forbidden");
         return;
     }
+    char ref[33];
+    hw_text(&m->f[HW_T_REFERENCE], ref, sizeof(ref));
+    if (needs_ref) {
+        /* Void and refund by reference: the original (this merchant's approved sale, found
+         * by RRN in the journal) fixes the currency, and for a void the amount (the host may
+         * send 0: the operator gave only the RRN); a refund may not exceed it. */
+        uint64_t orig_amount = 0;
+        uint16_t orig_currency = 0;
+        int state = MPOS_BK_ORIG_NOT_FOUND;
+        int rc = mpos_bk_txn_lookup(c->w->srv->txn, c->sess.merchant, ref, &orig_amount,
+                                    &orig_currency, &state);
+        const char *why = rc != 0                              ? "internal"
+                          : state == MPOS_BK_ORIG_NOT_FOUND    ? "original-not-found"
+                          : state == MPOS_BK_ORIG_NOT_APPROVED ? "original-not-approved"
+                          : state == MPOS_BK_ORIG_VOIDED       ? "original-already-voided"
+                          : type == 2 && amount != 0 && amount != orig_amount ? "amount-differs"
+                          : type == 3 && (amount == 0 || amount > orig_amount)
+                              ? "refund-above-original"
+                              : NULL;
+        if (why != NULL) {
+            char sr[40];
+            bs_log("warn", "txn_begin_refused", c->id, " txn_type=%u ref=%s reason=%s", type,
+                   bs_log_safe(ref, sr, sizeof(sr)), why);
+            bs_conn_send_error(c, rc != 0 ? HW_ERR_INTERNAL : HW_ERR_BAD_REQUEST, why);
+            return;
+        }
+        if (type == 2) {
+            amount = orig_amount;
+        }
+        currency = orig_currency;
+    }
     c->has_intent = 1;
     c->intent_type = type;
     c->intent_amount = amount;
     c->intent_currency = currency;
-    hw_text(&m->f[HW_T_REFERENCE], c->intent_ref, sizeof(c->intent_ref));
+    memcpy(c->intent_ref, ref, sizeof(c->intent_ref));
     bs_log("info", "txn_begin", c->id, " txn_type=%u amount=%llu currency=%u", type,
            (unsigned long long)amount, currency);
-    uint8_t buf[16];
+    uint8_t buf[64];
     struct hw_out o;
     hw_out_init(&o, buf, sizeof(buf), HW_TXN_OK);
+    if (needs_ref) {
+        /* What the terminal must show and the operator confirm (START_TXN). */
+        hw_put_u64(&o, HW_T_AMOUNT, amount);
+        hw_put_u16(&o, HW_T_CURRENCY, currency);
+    }
     send_frame(c, &o);
 }
 
@@ -464,7 +501,7 @@ static void do_settle(struct bs_conn *c)
 
 static void do_logout(struct bs_conn *c)
 {
-    bs_session_revoke(c->token);
+    bs_session_revoke(c->w->store, c->token);
     MPOS_WIPE_BUFFER(c->token);
     MPOS_WIPE_BUFFER(c->env_key);
     c->logged_in = 0;
@@ -507,7 +544,7 @@ static void handle_frame(struct bs_conn *c, const uint8_t *msg, size_t len)
         return;
     }
     if ((int64_t)time(NULL) >= c->sess.expires) {
-        bs_session_revoke(c->token);
+        bs_session_revoke(c->w->store, c->token);
         c->logged_in = 0;
         bs_conn_send_error(c, HW_ERR_SESSION_EXPIRED, "session-expired");
         return;
@@ -628,14 +665,14 @@ struct bs_conn *bs_conn_new(struct bs_worker *w, const struct bs_handoff *h)
     c->id = h->conn;
     snprintf(c->peer, sizeof(c->peer), "%s", h->peer);
     c->ssl = ssl;
-    c->bev = bufferevent_openssl_socket_new(w->base, h->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+    c->bev = bufferevent_openssl_socket_new(w->dw.base, h->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
         goto fail;
     }
     ssl = NULL; /* the bufferevent owns it */
-    c->frame_timer = evtimer_new(w->base, on_frame_timeout, c);
-    c->close_ev = evtimer_new(w->base, on_close_ev, c);
+    c->frame_timer = evtimer_new(w->dw.base, on_frame_timeout, c);
+    c->close_ev = evtimer_new(w->dw.base, on_close_ev, c);
     if (c->frame_timer == NULL || c->close_ev == NULL) {
         bufferevent_free(c->bev);
         c->bev = NULL;

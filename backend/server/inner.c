@@ -468,10 +468,22 @@ void bs_inner_feed(struct bs_inner *in, struct bs_conn *c, const uint8_t *data, 
             break;
         }
         if (e == SSL_ERROR_ZERO_RETURN) {
+            /* The terminal ended this tunnel (close_notify). What follows it in the same
+             * TUNNEL bytes belongs to its next connection (it may already have sent its
+             * ClientHello): keep it for a new tunnel instead of dropping it with the old. */
+            BIO *rb = SSL_get_rbio(in->ssl);
+            size_t rest = rb != NULL ? BIO_ctrl_pending(rb) : 0;
+            uint8_t *tail = rest > 0 && rest <= BK_TUNNEL_CHUNK * 4 ? malloc(rest) : NULL;
+            int got = tail != NULL ? BIO_read(rb, tail, (int)rest) : 0;
             bs_log("info", "tunnel_closed", bs_conn_view_id(c), NULL);
-        } else {
-            bs_log("warn", "tunnel_error", bs_conn_view_id(c), " ssl_error=%d", e);
+            close_tunnel(in, c);
+            if (got > 0) {
+                bs_inner_feed(in, c, tail, (size_t)got);
+            }
+            free(tail);
+            break;
         }
+        bs_log("warn", "tunnel_error", bs_conn_view_id(c), " ssl_error=%d", e);
         close_tunnel(in, c);
         break;
     }

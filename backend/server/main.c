@@ -16,20 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-static int harden(void)
-{
-    struct rlimit no_core = {0, 0};
-    if (setrlimit(RLIMIT_CORE, &no_core) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
-        perror("mpos-backend: disabling core dumps");
-        return -1;
-    }
-    return 0;
-}
 
 static void addr_text(const struct sockaddr *sa, char *out, size_t cap)
 {
@@ -214,7 +202,7 @@ int main(int argc, char **argv)
     static struct bs_config cfg;
     static struct bs_server srv;
     int rc = 1;
-    if (harden() != 0) {
+    if (mpos_daemon_harden_early("mpos-backend") != 0) {
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -231,7 +219,7 @@ int main(int argc, char **argv)
         return 2;
     }
     srv.cfg = &cfg;
-    if (evthread_use_pthreads() != 0 || bs_sessions_init() != 0) {
+    if (evthread_use_pthreads() != 0) {
         goto exit;
     }
     srv.outer = bs_tls_outer_ctx(&cfg);
@@ -258,7 +246,6 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < srv.n_workers; i++) {
         srv.workers[i].srv = &srv;
         srv.workers[i].index = i;
-        pthread_mutex_init(&srv.workers[i].lock, NULL);
     }
     /* Workers inherit a mask without the stop signals: the accept loop alone receives them. */
     sigset_t stop, old;
@@ -295,7 +282,6 @@ exit:
     }
     for (unsigned i = 0; srv.workers != NULL && i < srv.n_workers; i++) {
         bs_worker_free(&srv.workers[i]);
-        pthread_mutex_destroy(&srv.workers[i].lock);
     }
     mpos_bk_txn_stop(srv.txn);
     alarm(0);
@@ -312,7 +298,6 @@ exit:
     SSL_CTX_free(srv.outer);
     SSL_CTX_free(srv.inner);
     bs_tls_cleanup();
-    bs_sessions_free();
     bs_travel_free();
     bs_log("info", "stopped", 0, " status=%s", rc == 0 ? "ok" : "error");
     bs_config_free(&cfg);

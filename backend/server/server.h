@@ -21,6 +21,7 @@
 
 #include "bk_txn.h"
 #include "hostwire.h"
+#include "mpos/daemon.h"
 #include "mpos/err.h"
 #include "mpos/store.h"
 #include "mpos/tunnel.h"
@@ -114,13 +115,14 @@ struct bs_session {
 
 enum { BK_SESSION_NOT_FOUND = 1, BK_SESSION_EXPIRED = 2 };
 
-int bs_sessions_init(void) MPOS_MUST_CHECK;
-void bs_sessions_free(void);
-/* Records a session under SHA-256(token) (the token itself is never kept). */
-int bs_session_create(const uint8_t token[32], const struct bs_session *s) MPOS_MUST_CHECK;
-/* 0 and *out, BK_SESSION_NOT_FOUND (or revoked), BK_SESSION_EXPIRED (then dropped). */
-int bs_session_lookup(const uint8_t token[32], int64_t now, struct bs_session *out) MPOS_MUST_CHECK;
-void bs_session_revoke(const uint8_t token[32]);
+/* The sessions are rows of the store (st: the calling worker's handle). */
+/* Records a session under SHA-256(token) (the token itself is never kept). 0 or -1. */
+int bs_session_create(mpos_store *st, const uint8_t token[32],
+                      const struct bs_session *s) MPOS_MUST_CHECK;
+/* 0 and *out, BK_SESSION_NOT_FOUND (or revoked, or the store failed), BK_SESSION_EXPIRED. */
+int bs_session_lookup(mpos_store *st, const uint8_t token[32], int64_t now,
+                      struct bs_session *out) MPOS_MUST_CHECK;
+void bs_session_revoke(mpos_store *st, const uint8_t token[32]);
 
 /* ---- envelope and integrity (envelope.c) ------------------------------------------------ */
 
@@ -164,14 +166,8 @@ struct bs_handoff {
 struct bs_worker {
     struct bs_server *srv;
     unsigned index;
-    pthread_t thread;
-    int started;
-    struct event_base *base;
-    struct event *wake;
-    pthread_mutex_t lock;
-    struct bs_handoff *queue;
-    size_t queue_len, queue_cap;
-    struct bs_conn *conns; /* doubly linked */
+    struct mpos_dworker dw; /* thread, event_base (dw.base), hand-off queue of bs_handoff */
+    struct bs_conn *conns;  /* doubly linked */
     atomic_uint n_conns;
     mpos_store *store; /* this thread's handle */
     uint8_t frame[4 + HW_MAX_LEN];

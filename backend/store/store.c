@@ -374,6 +374,12 @@ int store_require_schema(mpos_store *st)
     return MPOS_OK;
 }
 
+int store_write_begin(mpos_store *st)
+{
+    int rc = store_require_schema(st);
+    return rc == MPOS_OK ? store_tx_begin(st) : rc;
+}
+
 /* ---- sequences, digests, audit ------------------------------------------------------- */
 
 int store_next_id(mpos_store *st, const char *name, int64_t *out)

@@ -87,6 +87,9 @@ int store_tx_end(mpos_store *st, int commit, int rc);
 /* The schema must be current for every operation but migrate. */
 int store_require_schema(mpos_store *st) MPOS_MUST_CHECK;
 
+/* The start of every writing operation: the schema check, then store_tx_begin. On success
+ * the caller ends with store_tx_end; on failure there is no transaction to end. */
+int store_write_begin(mpos_store *st) MPOS_MUST_CHECK;
 /* Next value of a named sequence (id_sequences): one atomic increment. */
 int store_next_id(mpos_store *st, const char *name, int64_t *out) MPOS_MUST_CHECK;
 

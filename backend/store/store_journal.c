@@ -111,11 +111,7 @@ int mpos_store_journal_insert(mpos_store *st, struct mpos_store_journal *e, int6
         strlen(e->mti) != 4 || strlen(e->proc_code) != 6 || strlen(e->entry_mode) != 3) {
         return MPOS_ERR_FORMAT;
     }
-    int rc = store_require_schema(st);
-    if (rc != MPOS_OK) {
-        return rc;
-    }
-    rc = store_tx_begin(st);
+    int rc = store_write_begin(st);
     if (rc != MPOS_OK) {
         return rc;
     }
@@ -299,11 +295,7 @@ int mpos_store_reversal_queue(mpos_store *st, int64_t journal_id, const char *re
         strlen(transmit_time) != MPOS_STORE_DE7_LEN) {
         return MPOS_ERR_FORMAT;
     }
-    int rc = store_require_schema(st);
-    if (rc != MPOS_OK) {
-        return rc;
-    }
-    rc = store_tx_begin(st);
+    int rc = store_write_begin(st);
     if (rc != MPOS_OK) {
         return rc;
     }

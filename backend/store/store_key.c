@@ -75,11 +75,7 @@ int mpos_store_key_put(mpos_store *st, const char *label, const char *key_block,
         key_block_check(key_block, usage, &alg[0]) != MPOS_OK) {
         return MPOS_ERR_FORMAT;
     }
-    int rc = store_require_schema(st);
-    if (rc != MPOS_OK) {
-        return rc;
-    }
-    rc = store_tx_begin(st);
+    int rc = store_write_begin(st);
     if (rc != MPOS_OK) {
         return rc;
     }

@@ -70,11 +70,7 @@ int mpos_store_ksn_allocator_create(mpos_store *st, enum mpos_terminal_scheme sc
         first_device_id < 0 || first_device_id > max) {
         return MPOS_ERR_FORMAT;
     }
-    int rc = store_require_schema(st);
-    if (rc != MPOS_OK) {
-        return rc;
-    }
-    rc = store_tx_begin(st);
+    int rc = store_write_begin(st);
     if (rc != MPOS_OK) {
         return rc;
     }
@@ -126,11 +122,7 @@ int mpos_store_ksn_allocate(mpos_store *st, enum mpos_terminal_scheme scheme,
         (serial != NULL && (store_serial_copy(serial, sn) != MPOS_OK))) {
         return MPOS_ERR_FORMAT;
     }
-    rc = store_require_schema(st);
-    if (rc != MPOS_OK) {
-        return rc;
-    }
-    rc = store_tx_begin(st);
+    rc = store_write_begin(st);
     if (rc != MPOS_OK) {
         return rc;
     }
@@ -249,11 +241,7 @@ int mpos_store_terminal_register_keys(mpos_store *st, const char *serial,
     if (rc != MPOS_OK) {
         return rc;
     }
-    rc = store_require_schema(st);
-    if (rc != MPOS_OK) {
-        return rc;
-    }
-    rc = store_tx_begin(st);
+    rc = store_write_begin(st);
     if (rc != MPOS_OK) {
         return rc;
     }

@@ -8,6 +8,7 @@
  *     (one conditional write in the store, B-REPLAY-1);
  *  4. idempotency: the terminal's sequence number already has an outcome -> the same
  *     outcome, re-sealed for the new KSN (never charged twice); still in flight -> 94;
+ *     a retry (DF35) of an unknown sequence number -> 25, never a new charge;
  *  5. the checks of section 4.3 (12, 57) and the location alerts;
  *  6. the journal entry, committed before anything goes upstream (G-ACCT-4: masked PAN and
  *     keyed hash only);
@@ -175,6 +176,53 @@ int mpos_bk_txn_start(const mpos_bk_txn_config *cfg, mpos_bk_txn **out)
         return rc;
     }
     *out = p;
+    return MPOS_OK;
+}
+
+int mpos_bk_txn_lookup(mpos_bk_txn *p, const char *merchant_id, const char *rrn, uint64_t *amount,
+                       uint16_t *currency, int *state)
+{
+    struct mpos_store_journal orig;
+    int voided = 0;
+    if (p == NULL || merchant_id == NULL || rrn == NULL || amount == NULL || currency == NULL ||
+        state == NULL) {
+        return MPOS_ERR_ARG;
+    }
+    *amount = 0;
+    *currency = 0;
+    *state = MPOS_BK_ORIG_NOT_FOUND;
+    if (!mpos_digits_valid(rrn, MPOS_STORE_RRN_LEN, MPOS_STORE_RRN_LEN)) {
+        return MPOS_OK; /* not an RRN: no such transaction */
+    }
+    pthread_mutex_lock(&p->store_mu);
+    int rc = mpos_store_journal_get_rrn(p->st, rrn, &orig);
+    if (rc == MPOS_OK) {
+        rc = mpos_store_journal_voided(p->st, rrn, &voided);
+    }
+    pthread_mutex_unlock(&p->store_mu);
+    if (rc == MPOS_STORE_NOT_FOUND ||
+        (rc == MPOS_OK && strcmp(orig.merchant_id, merchant_id) != 0)) {
+        /* Another merchant's transaction is as unknown as none. */
+        MPOS_WIPE_CTX(&orig);
+        return MPOS_OK;
+    }
+    if (rc != MPOS_OK) {
+        MPOS_WIPE_CTX(&orig);
+        return rc > 0 ? MPOS_ERR_ARG : rc;
+    }
+    /* The same rule as the check before going upstream (section 7 of process): an approved
+     * sale of this merchant; a void or refund is not voided or refunded again. */
+    if (orig.txn_type != 1 || orig.state != MPOS_JOURNAL_DONE ||
+        strcmp(orig.response_code, "00") != 0 || orig.reversed) {
+        *state = MPOS_BK_ORIG_NOT_APPROVED;
+    } else if (voided) {
+        *state = MPOS_BK_ORIG_VOIDED;
+    } else {
+        *state = MPOS_BK_ORIG_APPROVED;
+        *amount = (uint64_t)orig.amount;
+        *currency = (uint16_t)orig.currency;
+    }
+    MPOS_WIPE_CTX(&orig);
     return MPOS_OK;
 }
 
@@ -789,6 +837,14 @@ static int process(struct job *j, const uint8_t *sealed, size_t len)
     }
     if (rc != MPOS_STORE_NOT_FOUND) {
         return rc > 0 ? MPOS_ERR_ARG : rc;
+    }
+    if (j->o.fields.retry) {
+        /* A retry (DF35) of a sequence number never seen: its first send never arrived. It
+         * carries no PIN block and must never start a new charge: 25, nothing journaled,
+         * nothing upstream (docs/system-design.md 4.3). A late first send cannot charge
+         * either: its KSN counter is below the retry's, so anti-replay refuses it. */
+        set_code(j, "25");
+        return MPOS_OK;
     }
     /* 5. checks */
     run_checks(j);

@@ -113,6 +113,21 @@ int mpos_bk_txn_process(mpos_bk_txn *p, const mpos_bk_txn_context *ctx, const ui
 int mpos_bk_txn_settle(mpos_bk_txn *p, const char *merchant_id, char *text,
                        size_t cap) MPOS_MUST_CHECK;
 
+/* The original of a void or refund, looked up by its RRN (TXN_BEGIN, docs/system-design.md
+ * 1.3): what mpos_bk_txn_lookup() found. */
+enum mpos_bk_orig_state {
+    MPOS_BK_ORIG_APPROVED = 0,     /* approved, not voided: *amount and *currency set */
+    MPOS_BK_ORIG_NOT_FOUND = 1,    /* no such RRN for this merchant */
+    MPOS_BK_ORIG_NOT_APPROVED = 2, /* declined, pending, a void/refund itself, or reversed */
+    MPOS_BK_ORIG_VOIDED = 3        /* an approved void of it exists */
+};
+
+/* Looks up the journal entry with this RRN (12 digits) of merchant_id. 0 with *state (and,
+ * for MPOS_BK_ORIG_APPROVED, the original's amount and currency); a negative enum mpos_err
+ * when the store fails or the arguments are bad. */
+int mpos_bk_txn_lookup(mpos_bk_txn *p, const char *merchant_id, const char *rrn, uint64_t *amount,
+                       uint16_t *currency, int *state) MPOS_MUST_CHECK;
+
 /* Stops accepting new requests, waits for the ones in flight (graceful shutdown), stops the
  * threads, closes everything. NULL allowed. */
 void mpos_bk_txn_stop(mpos_bk_txn *p);

@@ -23,13 +23,15 @@
 
 #include "mpos/util.h"
 #include "mposhost.h"
+#include "mposhost_gps.h"
 
 #define PROG "mpos-host"
 
 static const char usage_text[] =
     "usage: mpos-host [--config FILE] [--terminal unix:PATH|tcp:HOST:PORT]\n"
     "                 [--backend HOST:PORT] [--ca FILE] [--server-name NAME]\n"
-    "                 [--state FILE] [--location LAT,LON[,ACC]] <command> [options]\n"
+    "                 [--state FILE] [--location LAT,LON[,ACC]]\n"
+    "                 [--gpsd HOST:PORT] [--no-gpsd] <command> [options]\n"
     "\n"
     "commands:\n"
     "  login [--merchant M] [--user U] [--password-file FILE]\n"
@@ -42,11 +44,14 @@ static const char usage_text[] =
     "  settle                        settlement totals (supervisor)\n"
     "  logout                        revoke the session and forget it\n"
     "  info                          the terminal's serial, firmware and state\n"
+    "  location                      the location messages would carry, and its source\n"
     "\n"
     "exit status: 0 approved / done, 1 declined / failed, 2 usage\n";
 
 struct cfg {
     char *config, *terminal, *backend, *ca, *server_name, *state, *location, *app_key;
+    char *gpsd;            /* HOST:PORT, or "off" */
+    int no_gpsd;           /* --no-gpsd */
     char *merchant, *user; /* login defaults from [host] */
 };
 
@@ -85,6 +90,8 @@ static int on_ini(void *user, const char *section, const char *name, const char 
             dst = &c->state;
         } else if (strcmp(name, "location") == 0) {
             dst = &c->location;
+        } else if (strcmp(name, "gpsd") == 0) {
+            dst = &c->gpsd;
         } else if (strcmp(name, "app_key") == 0) {
             dst = &c->app_key;
         } else if (strcmp(name, "merchant") == 0) {
@@ -133,6 +140,75 @@ static int parse_location(const char *s, struct mposhost_config *hc)
     hc->lon_e7 = (int32_t)lround(lon * 1e7);
     hc->accuracy_m = (uint32_t)lround(acc);
     hc->have_location = 1;
+    return 0;
+}
+
+/* Why gpsd gave no location (one line, for the refusal), empty when it was not asked. */
+static char gps_note[256];
+
+/* H-GEO-1, the last source: a gpsd fix when neither --location nor [host] location gave one.
+ * 0 and hc filled, or -1 and gps_note saying why not. */
+static int location_from_gpsd(const struct cfg *c, struct mposhost_config *hc)
+{
+    if (c->no_gpsd || (c->gpsd != NULL && strcmp(c->gpsd, "off") == 0)) {
+        snprintf(gps_note, sizeof(gps_note), "gpsd disabled (--no-gpsd or [host] gpsd = off)");
+        return -1;
+    }
+#ifdef MPOSHOST_HAVE_GPSD
+    {
+        struct mposhost_fix fix;
+        if (mposhost_gps_fix(c->gpsd, 0, &fix, gps_note, sizeof(gps_note)) != MPOS_OK) {
+            return -1;
+        }
+        mposhost_gps_apply(&fix, hc);
+        return 0;
+    }
+#else
+    (void)hc;
+    snprintf(gps_note, sizeof(gps_note), "gpsd is not supported in this build (no libgps)");
+    return -1;
+#endif
+}
+
+/* 1e-7 degrees as a decimal ("-33.8688197"). */
+static void print_e7(const char *sep, int32_t v)
+{
+    int64_t a = v < 0 ? -(int64_t)v : (int64_t)v;
+    printf("%s%s%lld.%07lld", sep, v < 0 ? "-" : "", (long long)(a / 10000000),
+           (long long)(a % 10000000));
+}
+
+/* `location`: the location every message would carry now, and where it comes from (for
+ * operators checking a set-up: nothing is sent anywhere). nargs: words after the command. */
+static int cmd_location(const struct cfg *c, struct mposhost_config *hc, const char *src, int nargs)
+{
+    char gsrc[300];
+    if (nargs != 0) {
+        return usage();
+    }
+    if (!hc->have_location) {
+        if (location_from_gpsd(c, hc) != 0) {
+            fprintf(stderr, PROG ": location: none: no --location or [host] location; %s\n",
+                    gps_note);
+            return 1;
+        }
+        snprintf(gsrc, sizeof(gsrc), "gpsd %s", c->gpsd != NULL ? c->gpsd : "localhost:2947");
+        src = gsrc;
+    }
+    print_e7("location: ", hc->lat_e7);
+    print_e7(",", hc->lon_e7);
+    printf("\n");
+    if (hc->accuracy_m != 0) {
+        printf("accuracy: %u m\n", (unsigned)hc->accuracy_m);
+    } else {
+        printf("accuracy: not stated\n");
+    }
+    if (hc->loc_time != 0) {
+        printf("time:     %llu (the fix's)\n", (unsigned long long)hc->loc_time);
+    } else {
+        printf("time:     each message's own\n");
+    }
+    printf("source:   %s\n", src);
     return 0;
 }
 
@@ -255,7 +331,10 @@ static void print_receipt(const struct mposhost_receipt *r, const char *merchant
 static int fail(mposhost *h, const char *what, int rc)
 {
     const char *m = h != NULL ? mposhost_message(h) : "";
-    fprintf(stderr, PROG ": %s: %s%s%s\n", what, mposhost_strerror(rc), m[0] ? ": " : "", m);
+    /* A missing location says why gpsd gave none, on the same line. */
+    int gps = rc == MPOSHOST_ERR_CONFIG && gps_note[0] != '\0' && strstr(m, "no location");
+    fprintf(stderr, PROG ": %s: %s%s%s%s%s\n", what, mposhost_strerror(rc), m[0] ? ": " : "", m,
+            gps ? "; " : "", gps ? gps_note : "");
     return 1;
 }
 
@@ -384,8 +463,8 @@ static int run_txn(mposhost *h, enum mposhost_txn_type type, const struct copts 
     if (mposhost_session_get(h, &s) != MPOS_OK) {
         memset(&s, 0, sizeof(s));
     }
-    /* A void without --amount takes the original's from this device's receipts (the link
-     * needs it: docs/protocol.md 1.3); one of another device's sales needs --amount. */
+    /* A void without --amount: the back end's TXN_OK gives the original's amount from its
+     * journal (any device's sale of this merchant; docs/system-design.md 1.3). */
     if (type == MPOSHOST_VOID && o->amount != NULL) {
         if (mposhost_parse_amount(o->amount, mposhost_currency_exponent(cur), &amount) != MPOS_OK ||
             amount == 0) {
@@ -408,7 +487,7 @@ int main(int argc, char **argv)
     struct copts o;
     mposhost *h = NULL;
     uint8_t app_key[64];
-    const char *cmd;
+    const char *cmd, *loc_src;
     int i, ret = 1, rc;
     memset(&c, 0, sizeof(c));
     memset(&hc, 0, sizeof(hc));
@@ -420,6 +499,11 @@ int main(int argc, char **argv)
             fputs(usage_text, stdout);
             ret = 0;
             goto out;
+        }
+        if (strcmp(argv[i], "--no-gpsd") == 0) {
+            c.no_gpsd = 1;
+            i--; /* a flag: no value to step over */
+            continue;
         }
         if (strcmp(argv[i], "--config") == 0) {
             dst = &c.config;
@@ -435,6 +519,8 @@ int main(int argc, char **argv)
             dst = &c.state;
         } else if (strcmp(argv[i], "--location") == 0) {
             dst = &c.location;
+        } else if (strcmp(argv[i], "--gpsd") == 0) {
+            dst = &c.gpsd;
         }
         if (dst == NULL || *dst != NULL || i + 1 >= argc) {
             ret = usage();
@@ -447,6 +533,7 @@ int main(int argc, char **argv)
         goto out;
     }
     cmd = argv[i++];
+    loc_src = c.location != NULL ? "--location" : "[host] location";
     if (c.config != NULL) {
         int e = ini_parse(c.config, on_ini, &c);
         if (e != 0) {
@@ -463,6 +550,14 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": location must be LAT,LON[,ACCURACY_M] in degrees\n");
         ret = 2;
         goto out;
+    }
+    if (strcmp(cmd, "location") == 0) {
+        ret = cmd_location(&c, &hc, loc_src, argc - i);
+        goto out;
+    }
+    /* Every command but info talks to the back end: without a configured location, gpsd. */
+    if (!hc.have_location && strcmp(cmd, "info") != 0) {
+        (void)location_from_gpsd(&c, &hc);
     }
     if (c.state == NULL) {
         c.state = default_state();
@@ -630,6 +725,7 @@ out:
     free(c.server_name);
     free(c.state);
     free(c.location);
+    free(c.gpsd);
     free(c.app_key);
     free(c.merchant);
     free(c.user);

@@ -38,6 +38,7 @@ struct mposhost {
     int have_location;
     int32_t lat, lon;
     uint32_t accuracy;
+    uint64_t loc_time; /* the fix's time (gpsd); 0: each message's own */
     unsigned timeout_ms, txn_timeout_ms;
     void (*on_prompt)(void *, const struct mposhost_prompt *);
     void (*on_progress)(void *, const char *);
@@ -178,6 +179,7 @@ int mposhost_new(const struct mposhost_config *cfg, mposhost **out)
     h->lat = cfg->lat_e7;
     h->lon = cfg->lon_e7;
     h->accuracy = cfg->accuracy_m;
+    h->loc_time = cfg->loc_time;
     h->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
     h->txn_timeout_ms = cfg->txn_timeout_ms != 0 ? cfg->txn_timeout_ms : DEFAULT_TXN_TIMEOUT_MS;
     h->on_prompt = cfg->on_prompt;
@@ -443,7 +445,8 @@ static int be_open(mposhost *h)
         return MPOSHOST_ERR_CONFIG;
     }
     if (!h->have_location) {
-        set_msg(h, "no location (--location or [host] location): every message carries one");
+        set_msg(h, "no location (--location, [host] location or a gpsd fix): every message "
+                   "carries one");
         return MPOSHOST_ERR_CONFIG;
     }
     h->ctx = SSL_CTX_new(TLS_client_method());
@@ -540,7 +543,7 @@ static int be_seal_send(mposhost *h, mpos_hostmsg_writer *w)
     env.lat = h->lat;
     env.lon = h->lon;
     env.accuracy = h->accuracy;
-    env.loc_time = (uint64_t)time(NULL);
+    env.loc_time = h->loc_time != 0 ? h->loc_time : (uint64_t)time(NULL);
     memcpy(env.device_id, h->device_id, 32);
     env.debugger = h->debugger;
     env.root = h->root;
@@ -745,6 +748,49 @@ static int on_event(mposhost *h, const struct hl_event *ev)
     }
 }
 
+/* One round of waiting, shared by pump and relay_until: polls the link and the back end for
+ * at most ms milliseconds and takes in what arrived (link bytes into the frame buffer, one
+ * back-end message, processed at once). MPOS_OK also when nothing came or a signal interrupted
+ * the poll: the callers loop and check their deadline. */
+static int poll_read(mposhost *h, int ms)
+{
+    struct pollfd pf[2];
+    nfds_t nf = 0;
+    int rc, link_i = -1, be_i = -1;
+    mpos_hostmsg m;
+    if (h->link_fd >= 0) {
+        pf[nf].fd = h->link_fd;
+        pf[nf].events = POLLIN;
+        link_i = (int)nf++;
+    }
+    if (h->ssl != NULL) {
+        pf[nf].fd = h->be_fd;
+        pf[nf].events = POLLIN;
+        be_i = (int)nf++;
+    }
+    rc = poll(pf, nf, ms);
+    if (rc < 0 && errno != EINTR) {
+        return MPOSHOST_ERR_IO;
+    }
+    if (rc <= 0) {
+        return MPOS_OK;
+    }
+    if (link_i >= 0 && (pf[link_i].revents & (POLLIN | POLLHUP | POLLERR)) &&
+        (rc = link_read(h)) != MPOS_OK) {
+        return rc;
+    }
+    if (be_i >= 0 && (pf[be_i].revents & (POLLIN | POLLHUP | POLLERR))) {
+        rc = be_take(h, &m, 1);
+        if (rc < 0) {
+            return rc;
+        }
+        if (rc == 1 && (rc = on_backend(h, &m)) != MPOS_OK) {
+            return rc;
+        }
+    }
+    return MPOS_OK;
+}
+
 /* Waits for whichever peer speaks first, until the deadline: 0, MPOSHOST_ERR_TIMEOUT or an
  * error. Processes everything that is ready (events and back-end messages). When `want`
  * is non-NULL the loop stops with 1 as soon as an ACK, ERROR or INFO naming seq arrives
@@ -752,9 +798,7 @@ static int on_event(mposhost *h, const struct hl_event *ev)
 static int pump(mposhost *h, uint64_t deadline, uint16_t seq, struct hl_event *want)
 {
     for (;;) {
-        struct pollfd pf[2];
-        nfds_t nf = 0;
-        int ms, rc, link_i = -1, be_i = -1;
+        int ms, rc;
         struct hl_event ev;
         mpos_hostmsg m;
         /* First whatever is buffered. */
@@ -795,36 +839,8 @@ static int pump(mposhost *h, uint64_t deadline, uint16_t seq, struct hl_event *w
             set_msg(h, "no answer from the terminal");
             return MPOSHOST_ERR_TIMEOUT;
         }
-        if (h->link_fd >= 0) {
-            pf[nf].fd = h->link_fd;
-            pf[nf].events = POLLIN;
-            link_i = (int)nf++;
-        }
-        if (h->ssl != NULL) {
-            pf[nf].fd = h->be_fd;
-            pf[nf].events = POLLIN;
-            be_i = (int)nf++;
-        }
-        rc = poll(pf, nf, ms);
-        if (rc < 0 && errno != EINTR) {
-            return MPOSHOST_ERR_IO;
-        }
-        if (rc <= 0) {
-            continue;
-        }
-        if (link_i >= 0 && (pf[link_i].revents & (POLLIN | POLLHUP | POLLERR))) {
-            if ((rc = link_read(h)) != MPOS_OK) {
-                return rc;
-            }
-        }
-        if (be_i >= 0 && (pf[be_i].revents & (POLLIN | POLLHUP | POLLERR))) {
-            rc = be_take(h, &m, 1);
-            if (rc < 0) {
-                return rc;
-            }
-            if (rc == 1 && (rc = on_backend(h, &m)) != MPOS_OK) {
-                return rc;
-            }
+        if ((rc = poll_read(h, ms)) != MPOS_OK) {
+            return rc;
         }
     }
 }
@@ -834,10 +850,7 @@ static int relay_until(mposhost *h, uint64_t deadline, int (*cond)(const mposhos
                        const char *what)
 {
     for (;;) {
-        struct pollfd pf[2];
-        nfds_t nf = 0;
-        int ms, rc, link_i = -1, be_i = -1;
-        rc = pump(h, deadline, 0, NULL);
+        int ms, rc = pump(h, deadline, 0, NULL);
         if (rc != MPOS_OK) {
             return rc;
         }
@@ -849,36 +862,8 @@ static int relay_until(mposhost *h, uint64_t deadline, int (*cond)(const mposhos
             set_msg(h, "timed out waiting for %s", what);
             return MPOSHOST_ERR_TIMEOUT;
         }
-        if (h->link_fd >= 0) {
-            pf[nf].fd = h->link_fd;
-            pf[nf].events = POLLIN;
-            link_i = (int)nf++;
-        }
-        if (h->ssl != NULL) {
-            pf[nf].fd = h->be_fd;
-            pf[nf].events = POLLIN;
-            be_i = (int)nf++;
-        }
-        rc = poll(pf, nf, ms);
-        if (rc < 0 && errno != EINTR) {
-            return MPOSHOST_ERR_IO;
-        }
-        if (rc <= 0) {
-            continue;
-        }
-        if (link_i >= 0 && (pf[link_i].revents & (POLLIN | POLLHUP | POLLERR)) &&
-            (rc = link_read(h)) != MPOS_OK) {
+        if ((rc = poll_read(h, ms)) != MPOS_OK) {
             return rc;
-        }
-        if (be_i >= 0 && (pf[be_i].revents & (POLLIN | POLLHUP | POLLERR))) {
-            mpos_hostmsg m;
-            rc = be_take(h, &m, 1);
-            if (rc < 0) {
-                return rc;
-            }
-            if (rc == 1 && (rc = on_backend(h, &m)) != MPOS_OK) {
-                return rc;
-            }
         }
     }
 }
@@ -1325,27 +1310,33 @@ int mposhost_txn(mposhost *h, enum mposhost_txn_type type, uint64_t amount, uint
         return MPOS_ERR_ARG;
     }
     memset(out, 0, sizeof(*out));
-    /* A void of a sale this device approved may name only the RRN: the link needs the
-     * original's amount (docs/protocol.md 1.3), which the receipts file has. */
-    if (type == MPOSHOST_VOID && amount == 0 && reference != NULL && h->state_file != NULL) {
+    /* A void may name only the RRN (amount 0): the back end finds the original in its
+     * journal and TXN_OK carries its amount and currency, which START_TXN then uses (the
+     * terminal shows them for confirmation, docs/system-design.md 1.3). The receipts file of
+     * this device is only a fallback for an older back end whose TXN_OK carries none. */
+    int by_ref = type == MPOSHOST_VOID && amount == 0 && reference != NULL;
+    if (by_ref && h->state_file != NULL) {
         uint16_t cur = 0;
-        if (host_receipt_find(h->state_file, reference, &amount, &cur) != MPOS_OK) {
-            set_msg(h, "void: RRN %.12s is not a sale of this device: give the amount", reference);
-            return MPOSHOST_ERR_CONFIG;
+        uint64_t amt = 0;
+        if (host_receipt_find(h->state_file, reference, &amt, &cur) == MPOS_OK) {
+            amount = amt;
+            currency = cur;
         }
-        currency = cur;
     }
-    n = hl_put_start(start, sizeof(start), (uint8_t)type, amount, currency, reference);
+    /* Checked now with a stand-in amount when only the RRN is known; rebuilt after TXN_OK. */
+    n = hl_put_start(start, sizeof(start), (uint8_t)type, amount != 0 || !by_ref ? amount : 1,
+                     currency, reference);
     if (n < 0) {
         set_msg(h, "transaction not valid (amount, currency 1..999, reference 1..32 an for "
                    "void/refund only)");
         return MPOSHOST_ERR_CONFIG;
     }
     if (!h->have_location) {
-        set_msg(h, "no location (--location or [host] location)");
+        set_msg(h, "no location (--location, [host] location or a gpsd fix)");
         return MPOSHOST_ERR_CONFIG;
     }
-    nl = hl_put_location(loc, sizeof(loc), h->lat, h->lon, h->accuracy, (uint64_t)time(NULL));
+    nl = hl_put_location(loc, sizeof(loc), h->lat, h->lon, h->accuracy,
+                         h->loc_time != 0 ? h->loc_time : (uint64_t)time(NULL));
     if (nl < 0) {
         set_msg(h, "location out of range");
         return MPOSHOST_ERR_CONFIG;
@@ -1378,6 +1369,21 @@ int mposhost_txn(mposhost *h, enum mposhost_txn_type type, uint64_t amount, uint
     if (rc == MPOS_OK && m.type != MPOS_HOSTMSG_TXN_OK) {
         set_msg(h, "unexpected answer to TXN_BEGIN");
         rc = MPOSHOST_ERR_PROTOCOL;
+    }
+    if (rc == MPOS_OK && mpos_hostmsg_has(&m, MPOS_HM_AMOUNT) &&
+        mpos_hostmsg_has(&m, MPOS_HM_CURRENCY)) {
+        /* Void / refund: the original's amount (void) and currency from the back end's
+         * journal are what the terminal shows and the sealed request must carry. */
+        if (mpos_hostmsg_get_u64(&m, MPOS_HM_AMOUNT, &amount) != MPOS_OK ||
+            mpos_hostmsg_get_u16(&m, MPOS_HM_CURRENCY, &currency) != MPOS_OK ||
+            (n = hl_put_start(start, sizeof(start), (uint8_t)type, amount, currency, reference)) <
+                0) {
+            set_msg(h, "TXN_OK: original amount or currency not valid");
+            rc = MPOSHOST_ERR_PROTOCOL;
+        }
+    } else if (rc == MPOS_OK && by_ref && amount == 0) {
+        set_msg(h, "void: the back end did not give the original's amount: give --amount");
+        rc = MPOSHOST_ERR_CONFIG;
     }
     if (rc == MPOS_OK) {
         rc = link_command_when_idle(h, HL_CMD_START_TXN, start, (size_t)n, &ev,

@@ -529,6 +529,13 @@ static int read_sealed_open(const hsm_client *c, struct hsm_sealed_open_resp *r)
           f->reversal_reason < 1 || f->reversal_reason > 4))) {
         return MPOS_ERR_FORMAT;
     }
+    /* The retry flag (DF35) only as 1, only in a request, never with a PIN block: the back end
+     * must not start a new charge on a retry, so an answer that blurs it is malformed. */
+    if (hsm_msg_has(&c->resp, HSM_TAG_RETRY) &&
+        (hsm_msg_u8(&c->resp, HSM_TAG_RETRY, &f->retry) != 0 || f->retry != 1 ||
+         f->msg_type != 0x01 || has_pin != 0)) {
+        return MPOS_ERR_FORMAT;
+    }
     r->chip_card = chip != 0;
     r->has_pin = has_pin != 0;
     if (hsm_msg_has(&c->resp, HSM_TAG_LOCATION)) {

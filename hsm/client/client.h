@@ -113,7 +113,8 @@ int hsm_client_provision_terminal(hsm_client *c, const struct hsm_provision_term
  * plus the PAN, its keyed hash, PSN, allow-listed EMV data, the chip-card flag, the PIN block
  * under the ZPK and track 2 under the ZEK when those keys are given; for a reversal,
  * fields.reversal_reason 1..4, which an answer must carry exactly for a reversal, else
- * MPOS_ERR_FORMAT). HSM_STATUS_VERIFY: the MAC did not verify (nothing was decrypted);
+ * MPOS_ERR_FORMAT; fields.retry 1 for a retry (DF35), only in a request without a PIN block,
+ * else MPOS_ERR_FORMAT). HSM_STATUS_VERIFY: the MAC did not verify (nothing was decrypted);
  * HSM_STATUS_FIELD / _INPUT: malformed. resp is about 1 KiB. */
 int hsm_client_sealed_open(hsm_client *c, const struct hsm_sealed_open_req *req,
                            struct hsm_sealed_open_resp *resp) MPOS_MUST_CHECK;

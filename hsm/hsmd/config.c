@@ -1,7 +1,6 @@
 /* mpos-hsmd configuration: an INI file (libinih) and command-line flags, which win. */
 #include "hsmd.h"
 
-#include <errno.h>
 #include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,32 +100,6 @@ void hsmd_config_free(struct hsmd_config *c)
     memset(c, 0, sizeof(*c));
 }
 
-static int set_str(char **dst, const char *v)
-{
-    char *s = strdup(v);
-    if (s == NULL) {
-        return -1;
-    }
-    free(*dst);
-    *dst = s;
-    return 0;
-}
-
-static int parse_ulong(const char *v, unsigned long min, unsigned long max, unsigned long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    if (v[0] < '0' || v[0] > '9') {
-        return -1;
-    }
-    unsigned long x = strtoul(v, &end, 10);
-    if (errno != 0 || *end != '\0' || x < min || x > max) {
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 /* "uid" or "uid:gid". */
 static int parse_owner(const char *v, long *uid, long *gid)
 {
@@ -139,11 +112,11 @@ static int parse_owner(const char *v, long *uid, long *gid)
     char *colon = strchr(buf, ':');
     if (colon != NULL) {
         *colon = '\0';
-        if (parse_ulong(colon + 1, 0, 0x7FFFFFFE, &g) != 0) {
+        if (mpos_cfg_parse_ulong(colon + 1, 0, 0x7FFFFFFE, &g) != 0) {
             return -1;
         }
     }
-    if (parse_ulong(buf, 0, 0x7FFFFFFE, &u) != 0) {
+    if (mpos_cfg_parse_ulong(buf, 0, 0x7FFFFFFE, &u) != 0) {
         return -1;
     }
     *uid = (long)u;
@@ -172,27 +145,27 @@ static int apply(struct hsmd_config *c, const char *section, const char *key, co
     int r;
     if (strcmp(section, "hsmd") == 0) {
         if (strcmp(key, "workers") == 0) {
-            if (parse_ulong(v, 1, HSMD_MAX_WORKERS, &x) != 0) {
+            if (mpos_cfg_parse_ulong(v, 1, HSMD_MAX_WORKERS, &x) != 0) {
                 return -1;
             }
             c->workers = (unsigned)x;
         } else if (strcmp(key, "max_request") == 0) {
-            if (parse_ulong(v, 256, HSM_PROTO_MAX_REQUEST, &x) != 0) {
+            if (mpos_cfg_parse_ulong(v, 256, HSM_PROTO_MAX_REQUEST, &x) != 0) {
                 return -1;
             }
             c->max_request = x;
         } else if (strcmp(key, "idle_timeout") == 0) {
-            if (parse_ulong(v, 1, 86400, &x) != 0) {
+            if (mpos_cfg_parse_ulong(v, 1, 86400, &x) != 0) {
                 return -1;
             }
             c->idle_timeout = (unsigned)x;
         } else if (strcmp(key, "max_clients") == 0) {
-            if (parse_ulong(v, 1, 65536, &x) != 0) {
+            if (mpos_cfg_parse_ulong(v, 1, 65536, &x) != 0) {
                 return -1;
             }
             c->max_clients = (unsigned)x;
         } else if (strcmp(key, "audit_log") == 0) {
-            return set_str(&c->audit_log, v);
+            return mpos_cfg_set_str(&c->audit_log, v);
         } else {
             return -1;
         }
@@ -211,7 +184,7 @@ static int apply(struct hsmd_config *c, const char *section, const char *key, co
             return r < 0 ? -1 : parse_owner(v, &c->socket_uid[r], &c->socket_gid[r]);
         }
         r = role_of(key);
-        return r < 0 ? -1 : set_str(&c->socket[r], v);
+        return r < 0 ? -1 : mpos_cfg_set_str(&c->socket[r], v);
     }
     if (strcmp(section, "allow") == 0) {
         r = role_of(key);
@@ -221,20 +194,20 @@ static int apply(struct hsmd_config *c, const char *section, const char *key, co
         if (strcmp(key, "source") == 0) {
             return set_lmk_source(c, v);
         } else if (strcmp(key, "pkcs11_module") == 0) {
-            return set_str(&c->pkcs11_module, v);
+            return mpos_cfg_set_str(&c->pkcs11_module, v);
         } else if (strcmp(key, "token_label") == 0) {
-            return set_str(&c->token_label, v);
+            return mpos_cfg_set_str(&c->token_label, v);
         } else if (strcmp(key, "pin_file") == 0) {
-            return set_str(&c->pin_file, v);
+            return mpos_cfg_set_str(&c->pin_file, v);
         } else if (strcmp(key, "wrapped") == 0) {
-            return set_str(&c->lmk_wrapped, v);
+            return mpos_cfg_set_str(&c->lmk_wrapped, v);
         } else if (strcmp(key, "components") == 0) {
-            if (parse_ulong(v, 2, HSM_MAX_COMPONENTS, &x) != 0) {
+            if (mpos_cfg_parse_ulong(v, 2, HSM_MAX_COMPONENTS, &x) != 0) {
                 return -1;
             }
             c->components = (unsigned)x;
         } else if (strcmp(key, "components_file") == 0) {
-            return set_str(&c->components_file, v);
+            return mpos_cfg_set_str(&c->components_file, v);
         } else {
             return -1;
         }
@@ -270,9 +243,7 @@ void hsmd_usage(void)
 }
 
 /* Flags with a value, and the (section, key) each one sets. */
-static const struct {
-    const char *flag, *section, *key;
-} flags[] = {
+static const struct mpos_cfg_flag flags[] = {
     {"--workers", "hsmd", "workers"},           {"--max-request", "hsmd", "max_request"},
     {"--idle-timeout", "hsmd", "idle_timeout"}, {"--max-clients", "hsmd", "max_clients"},
     {"--audit-log", "hsmd", "audit_log"},       {"--pkcs11-module", "lmk", "pkcs11_module"},
@@ -335,11 +306,10 @@ int hsmd_config_load(struct hsmd_config *c, int argc, char **argv)
             rc = apply(c, "lmk", "components_file", v);
             c->lmk_source = HSMD_LMK_COMPONENTS_FILE;
         } else {
-            for (size_t f = 0; f < sizeof(flags) / sizeof(flags[0]); f++) {
-                if (strcmp(a, flags[f].flag) == 0) {
-                    rc = apply(c, flags[f].section, flags[f].key, v);
-                    break;
-                }
+            const struct mpos_cfg_flag *f =
+                mpos_cfg_flag_find(flags, sizeof(flags) / sizeof(flags[0]), a);
+            if (f != NULL) {
+                rc = apply(c, f->section, f->key, v);
             }
         }
         if (rc != 0) {

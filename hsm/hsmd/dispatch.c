@@ -760,6 +760,9 @@ static int do_sealed_open(struct hsmd_call *c, const hsm_msg *m, hsm_writer *w)
         if (f->reversal_reason != 0) {
             hsm_put_u8(w, HSM_TAG_REV_REASON, f->reversal_reason);
         }
+        if (f->retry != 0) {
+            hsm_put_u8(w, HSM_TAG_RETRY, f->retry);
+        }
         if (f->masked_pan[0] != '\0') {
             hsm_put_text(w, HSM_TAG_MASKED_PAN, f->masked_pan);
         }

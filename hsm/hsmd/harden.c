@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -54,12 +53,7 @@ int hsmd_check_secret_file(const char *path)
 
 int hsmd_harden_early(void)
 {
-    struct rlimit no_core = {0, 0};
-    if (setrlimit(RLIMIT_CORE, &no_core) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
-        perror("mpos-hsmd: disabling core dumps");
-        return -1;
-    }
-    return 0;
+    return mpos_daemon_harden_early("mpos-hsmd");
 }
 
 /* Reads a "Name:\tvalue" line of /proc/self/status as a hex number. */

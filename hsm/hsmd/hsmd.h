@@ -18,6 +18,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "mpos/daemon.h"
 #include "ops.h"
 #include "proto.h"
 #include "vault.h"
@@ -120,14 +121,8 @@ struct hsmd_handoff {
 struct hsmd_worker {
     struct hsmd_server *srv;
     unsigned index;
-    pthread_t thread;
-    int started;
-    struct event_base *base;
-    struct event *wake; /* activated by the main thread: new sessions */
-    pthread_mutex_t lock;
-    struct hsmd_handoff *queue; /* pending sessions, guarded by lock */
-    size_t queue_len, queue_cap;
-    hsm_vault vault; /* this worker's handle: shared locked arena, own crypto context */
+    struct mpos_dworker dw; /* thread, event_base (dw.base), queue of hsmd_handoff */
+    hsm_vault vault;        /* this worker's handle: shared locked arena, own crypto context */
     struct hsmd_session *sessions; /* doubly linked list of live sessions */
     uint8_t *out;                  /* response buffer, HSM_PROTO_PREFIX_LEN + max response */
     size_t out_cap;

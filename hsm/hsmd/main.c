@@ -53,7 +53,6 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < srv.n_workers; i++) {
         srv.workers[i].srv = &srv;
         srv.workers[i].index = i;
-        pthread_mutex_init(&srv.workers[i].lock, NULL);
     }
     srv.started = time(NULL);
     hsmd_audit_line(&srv.audit, -1, getpid(), getuid(), 0, 0, "start", NULL, NULL, "ok");

@@ -178,7 +178,7 @@ struct hsmd_session *hsmd_session_new(struct hsmd_worker *w, const struct hsmd_h
     if (s == NULL) {
         return NULL;
     }
-    s->bev = bufferevent_socket_new(w->base, h->fd, BEV_OPT_CLOSE_ON_FREE);
+    s->bev = bufferevent_socket_new(w->dw.base, h->fd, BEV_OPT_CLOSE_ON_FREE);
     if (s->bev == NULL) {
         free(s);
         return NULL;

@@ -1,9 +1,7 @@
-/* mpos-hsmd worker: one thread, one event loop, its own crypto context. The main thread
- * hands it accepted connections through a small locked queue and wakes it with an event. */
+/* mpos-hsmd worker: one thread, one event loop (common/daemon's mpos_dworker), its own crypto
+ * context. The main thread hands it accepted connections through the worker's queue. */
 #include "hsmd.h"
 
-#include <event2/event.h>
-#include <event2/thread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,53 +9,24 @@
 
 #include "mpos/util.h"
 
-static void on_wake(evutil_socket_t fd, short what, void *arg)
+static void on_item(void *owner, const void *item)
 {
-    struct hsmd_worker *w = arg;
-    (void)fd;
-    (void)what;
-    for (;;) {
-        struct hsmd_handoff h;
-        pthread_mutex_lock(&w->lock);
-        if (w->queue_len == 0) {
-            pthread_mutex_unlock(&w->lock);
-            return;
-        }
-        h = w->queue[0];
-        memmove(w->queue, w->queue + 1, (w->queue_len - 1) * sizeof(w->queue[0]));
-        w->queue_len--;
-        pthread_mutex_unlock(&w->lock);
-        if (hsmd_session_new(w, &h) == NULL) {
-            close(h.fd);
-            atomic_fetch_sub(&w->srv->clients, 1);
-        }
+    struct hsmd_worker *w = owner;
+    const struct hsmd_handoff *h = item;
+    if (hsmd_session_new(w, h) == NULL) {
+        close(h->fd);
+        atomic_fetch_sub(&w->srv->clients, 1);
     }
+}
+
+static void discard(void *item)
+{
+    close(((struct hsmd_handoff *)item)->fd);
 }
 
 int hsmd_worker_hand(struct hsmd_worker *w, const struct hsmd_handoff *h)
 {
-    pthread_mutex_lock(&w->lock);
-    if (w->queue_len == w->queue_cap) {
-        size_t cap = w->queue_cap != 0 ? 2 * w->queue_cap : 16;
-        struct hsmd_handoff *q = realloc(w->queue, cap * sizeof(*q));
-        if (q == NULL) {
-            pthread_mutex_unlock(&w->lock);
-            return -1;
-        }
-        w->queue = q;
-        w->queue_cap = cap;
-    }
-    w->queue[w->queue_len++] = *h;
-    pthread_mutex_unlock(&w->lock);
-    event_active(w->wake, EV_READ, 0); /* thread-safe: evthread_use_pthreads() in main */
-    return 0;
-}
-
-static void *worker_main(void *arg)
-{
-    struct hsmd_worker *w = arg;
-    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
-    return NULL;
+    return mpos_dworker_hand(&w->dw, h);
 }
 
 int hsmd_worker_start(struct hsmd_worker *w)
@@ -72,25 +41,19 @@ int hsmd_worker_start(struct hsmd_worker *w)
     }
     w->out_cap = HSM_PROTO_PREFIX_LEN + HSM_PROTO_MAX_RESPONSE;
     w->out = malloc(w->out_cap);
-    w->base = event_base_new();
-    if (w->out == NULL || w->base == NULL) {
+    if (w->out == NULL) {
         return -1;
     }
-    w->wake = event_new(w->base, -1, 0, on_wake, w);
-    if (w->wake == NULL || pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+    /* Not graceful: a command is short and stopping must not wait for a slow client. */
+    if (mpos_dworker_init(&w->dw, w, sizeof(struct hsmd_handoff), on_item, NULL, discard, 0) != 0) {
         return -1;
     }
-    w->started = 1;
-    return 0;
+    return mpos_dworker_start(&w->dw);
 }
 
 void hsmd_worker_stop(struct hsmd_worker *w)
 {
-    if (w->started) {
-        event_base_loopbreak(w->base);
-        pthread_join(w->thread, NULL);
-        w->started = 0;
-    }
+    mpos_dworker_stop(&w->dw);
 }
 
 void hsmd_worker_free(struct hsmd_worker *w)
@@ -98,22 +61,7 @@ void hsmd_worker_free(struct hsmd_worker *w)
     while (w->sessions != NULL) {
         hsmd_session_free(w->sessions);
     }
-    pthread_mutex_lock(&w->lock);
-    for (size_t i = 0; i < w->queue_len; i++) {
-        close(w->queue[i].fd);
-    }
-    free(w->queue);
-    w->queue = NULL;
-    w->queue_len = w->queue_cap = 0;
-    pthread_mutex_unlock(&w->lock);
-    if (w->wake != NULL) {
-        event_free(w->wake);
-        w->wake = NULL;
-    }
-    if (w->base != NULL) {
-        event_base_free(w->base);
-        w->base = NULL;
-    }
+    mpos_dworker_destroy(&w->dw);
     if (w->out != NULL) {
         mpos_cleanse(w->out, w->out_cap);
         free(w->out);

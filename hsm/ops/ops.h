@@ -594,6 +594,9 @@ struct hsm_sealed_fields {
     uint8_t reversal_reason; /* reversals only (msg_type 0x02): 1 no response, 2 card declined
                                 after approval, 3 terminal failure, 4 cancelled (enum
                                 mpos_sealed_reversal_reason); 0 in a request */
+    uint8_t retry; /* 1: a retry of this sequence number under a new KSN (DF35: the first send
+                      got no valid response; no PIN block): answer from the journal, never
+                      start a new charge. 0: a first send, or a reversal */
 };
 
 /* sealed.open (0x0801): opens a terminal's sealed request with the DUKPT request keys that

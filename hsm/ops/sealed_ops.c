@@ -291,6 +291,7 @@ int hsm_op_sealed_open(hsm_vault *v, const struct hsm_sealed_open_req *req,
     f->entry_mode = q.entry_mode;
     f->fallback = q.fallback;
     f->reversal_reason = q.reversal_reason; /* checked by the opener: 1..4 iff a reversal */
+    f->retry = q.retry; /* checked by the opener: 0, or 1 in a request without a PIN block */
     memcpy(f->masked_pan, q.masked_pan, sizeof(f->masked_pan));
     memcpy(f->original_ref, q.original_ref, sizeof(f->original_ref));
     if (q.has_location) {

@@ -34,6 +34,7 @@
 #include "mpos/util.h"
 #include "ops.h"
 #include "ops_cert.h"
+#include "test_fixture.h"
 #include "testutil.h"
 
 static hsm_vault V;
@@ -42,71 +43,20 @@ static mpos_crypto_ctx cc; /* the test's own, for independent computations */
 /* LMK components: 01..20 and 41..60; the check values are their AES CMAC KCVs (python). */
 static int group_setup(void **state)
 {
-    uint8_t comps[2][HSM_LMK_LEN];
-    uint8_t kcvs[2][HSM_KCV_LEN];
     (void)state;
-    for (size_t i = 0; i < HSM_LMK_LEN; i++) {
-        comps[0][i] = (uint8_t)(0x01 + i);
-        comps[1][i] = (uint8_t)(0x41 + i);
-    }
-    tu_hex("40DCDF64CB", kcvs[0], HSM_KCV_LEN);
-    tu_hex("FB1523EC5F", kcvs[1], HSM_KCV_LEN);
-    if (mpos_crypto_init(&cc) != MPOS_OK || hsm_vault_init(&V) != MPOS_OK ||
-        hsm_vault_open_components(&V, (const uint8_t(*)[HSM_LMK_LEN])comps, 2,
-                                  (const uint8_t(*)[HSM_KCV_LEN])kcvs) != MPOS_OK) {
-        return -1;
-    }
-    return 0;
+    return hsm_test_open(&V, &cc);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    hsm_vault_close(&V);
-    mpos_crypto_clear(&cc);
+    hsm_test_close(&V, &cc);
     return 0;
 }
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
 /* A key block under the LMK for a known clear key. */
-static void kb(const char *usage, char alg, char mode, char exp, uint8_t dukpt, const char *hex,
-               struct hsm_kb_out *out)
-{
-    hsm_key k;
-    memset(&k, 0, sizeof(k));
-    k.len = tu_hex(hex, k.bytes, sizeof(k.bytes));
-    memcpy(k.attr.usage, usage, 3);
-    k.attr.algorithm = alg;
-    k.attr.mode = mode;
-    k.attr.exportability = exp;
-    k.attr.dukpt = dukpt;
-    memset(out, 0, sizeof(*out));
-    int rc = hsm_key_store(&V, &k, out->text, sizeof(out->text), &out->len);
-    if (rc != MPOS_OK) {
-        print_message("hsm_key_store %s %c %c: %d (%s)\n", usage, alg, mode, rc,
-                      V.why ? V.why : "");
-    }
-    assert_int_equal(rc, MPOS_OK);
-    hsm_key_clear(&k);
-}
-
-static struct hsm_kb_in in(const struct hsm_kb_out *o)
-{
-    struct hsm_kb_in r = {o->text, o->len};
-    return r;
-}
-
-static int all_zero(const void *p, size_t len)
-{
-    const uint8_t *b = p;
-    uint8_t acc = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc |= b[i];
-    }
-    return acc == 0;
-}
-
 typedef int (*op_call)(void *ctx);
 
 /* The call succeeds as given, and fails after every single-bit flip of the key block arg. */
@@ -142,7 +92,7 @@ static void usage_refused(struct hsm_kb_in *arg, const struct hsm_kb_out *wrong,
                           void *ctx)
 {
     struct hsm_kb_in keep = *arg;
-    *arg = in(wrong);
+    *arg = hsm_test_in(wrong);
     int rc = call(ctx);
     if (rc != MPOS_ERR_USAGE) {
         print_message("expected MPOS_ERR_USAGE, got %d (%s)\n", rc, V.why ? V.why : "");
@@ -159,12 +109,12 @@ static void wrong_keys(void)
     if (done) {
         return;
     }
-    kb("P0", 'A', 'B', 'N', 0, "000102030405060708090A0B0C0D0E0F", &k_pin_aes);
-    kb("M3", 'T', 'C', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &k_mac_m3);
-    kb("D0", 'A', 'B', 'N', 0, "0F0E0D0C0B0A09080706050403020100", &k_data_aes);
-    kb("B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &k_bdk_aes_wrong);
-    kb("K0", 'A', 'B', 'E', 0, "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6",
-       &k_kek_aes);
+    hsm_test_kb(&V, "P0", 'A', 'B', 'N', 0, "000102030405060708090A0B0C0D0E0F", &k_pin_aes);
+    hsm_test_kb(&V, "M3", 'T', 'C', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &k_mac_m3);
+    hsm_test_kb(&V, "D0", 'A', 'B', 'N', 0, "0F0E0D0C0B0A09080706050403020100", &k_data_aes);
+    hsm_test_kb(&V, "B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &k_bdk_aes_wrong);
+    hsm_test_kb(&V, "K0", 'A', 'B', 'E', 0,
+                "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6", &k_kek_aes);
     done = 1;
 }
 
@@ -188,7 +138,7 @@ static void test_hmac_rfc4231(void **state)
     tu_hex("82558A389A443C0EA4CC819899F2083A85F0FAA3E578F8077A2E3FF46729665B", want, 32);
     assert_memory_equal(mac, want, 32);
     assert_int_equal(mpos_hmac_sha256(key, 15, data, 50, mac), MPOS_ERR_KEY);
-    assert_true(all_zero(mac, 32));
+    assert_true(hsm_test_all_zero(mac, 32));
     assert_int_equal(mpos_hmac_sha256(NULL, 16, data, 50, mac), MPOS_ERR_ARG);
 }
 
@@ -230,7 +180,7 @@ static void test_generate_key(void **state)
     g.attr.mode = 'B';
     g.key_len = 8;
     assert_int_equal(hsm_op_generate_key(&V, &g, &r), MPOS_ERR_KEY);
-    assert_true(all_zero(&r, sizeof(r)));
+    assert_true(hsm_test_all_zero(&r, sizeof(r)));
     g.key_len = 16;
     memcpy(g.attr.usage, "B0", 3);
     assert_int_equal(hsm_op_generate_key(&V, &g, &r), MPOS_ERR_ARG);
@@ -255,7 +205,7 @@ static void test_generate_key(void **state)
     int rc = hsm_op_generate_key(&V, &g, &r);
     if (rc == MPOS_ERR_UNSUPPORTED) {
         print_message("EC key blocks not supported by the vault yet\n");
-        assert_true(all_zero(&r, sizeof(r)));
+        assert_true(hsm_test_all_zero(&r, sizeof(r)));
     } else {
         assert_int_equal(rc, MPOS_OK);
         assert_int_equal(r.ec_pub_len, HSM_EC_PUB_LEN);
@@ -329,17 +279,18 @@ static void test_import_export(void **state)
     mpos_tr31_header hdr;
     (void)state;
     wrong_keys();
-    kb("K0", 'A', 'B', 'E', 0, "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6",
-       &kek_d);
-    kb("K0", 'T', 'B', 'E', 0, "DD7515F2BFC17F85CE48F3CA25CB21F6", &kek_b);
-    kb("K1", 'T', 'D', 'N', 0, "1D22BF32387C600AD97F9B97A51311AC", &kek_bdk);
-    kb("K0", 'A', 'E', 'N', 0, "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6",
-       &kek_wrong_mode);
+    hsm_test_kb(&V, "K0", 'A', 'B', 'E', 0,
+                "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6", &kek_d);
+    hsm_test_kb(&V, "K0", 'T', 'B', 'E', 0, "DD7515F2BFC17F85CE48F3CA25CB21F6", &kek_b);
+    hsm_test_kb(&V, "K1", 'T', 'D', 'N', 0, "1D22BF32387C600AD97F9B97A51311AC", &kek_bdk);
+    hsm_test_kb(&V, "K0", 'A', 'E', 'N', 0,
+                "88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6",
+                &kek_wrong_mode);
 
     /* Version D: the key 3F419E1CB7079442AA37474C2EFBF8B8, its CMAC KCV 08793E25AB (X9.143
      * 8.1), checked against the expected value given. */
     memset(&ic, 0, sizeof(ic));
-    ic.req.kek = in(&kek_d);
+    ic.req.kek = hsm_test_in(&kek_d);
     ic.req.block.text = blk_d;
     ic.req.block.len = strlen(blk_d);
     tu_hex("08793E25AB", ic.req.expected_kcv, 5);
@@ -358,9 +309,9 @@ static void test_import_export(void **state)
     /* A wrong expected check value, a block under another KEK, a flipped TR-31 block. */
     ic.req.expected_kcv[4] ^= 1;
     assert_int_equal(call_import(&ic), MPOS_ERR_VERIFY);
-    assert_true(all_zero(&ic.resp, sizeof(ic.resp)));
+    assert_true(hsm_test_all_zero(&ic.resp, sizeof(ic.resp)));
     ic.req.expected_kcv_len = 0;
-    ic.req.kek = in(&k_kek_aes); /* same clear key, but exportable: still a K0 KEK */
+    ic.req.kek = hsm_test_in(&k_kek_aes); /* same clear key, but exportable: still a K0 KEK */
     assert_int_equal(call_import(&ic), MPOS_OK);
     {
         char tampered[sizeof(blk_d)];
@@ -371,12 +322,12 @@ static void test_import_export(void **state)
         ic.req.block.text = blk_d;
     }
     /* A version D block under a TDES KEK is not even tried. */
-    ic.req.kek = in(&kek_b);
+    ic.req.kek = hsm_test_in(&kek_b);
     assert_int_equal(call_import(&ic), MPOS_ERR_USAGE);
 
     /* Version B under a 2-key TDES KEK: the same key as a TDES key. */
     memset(&ic, 0, sizeof(ic));
-    ic.req.kek = in(&kek_b);
+    ic.req.kek = hsm_test_in(&kek_b);
     ic.req.block.text = blk_b;
     ic.req.block.len = strlen(blk_b);
     assert_int_equal(call_import(&ic), MPOS_OK);
@@ -393,7 +344,7 @@ static void test_import_export(void **state)
     /* A TDES BDK with exportability S and key version 12 (TR-31:2018 A.7.3.2): stored with
      * exportability N and the TDES DUKPT scheme. */
     memset(&ic, 0, sizeof(ic));
-    ic.req.kek = in(&kek_bdk);
+    ic.req.kek = hsm_test_in(&kek_bdk);
     ic.req.block.text = blk_bdk;
     ic.req.block.len = strlen(blk_bdk);
     ic.req.dukpt = 1; /* the wrong scheme for a TDES BDK */
@@ -409,10 +360,10 @@ static void test_import_export(void **state)
                                     "0C2C5D6AC173BF588E4B19ACF1357178D50EA0AB193228E13958304FC614"
                                     "9632DFDCADF3A5B3D57E814";
         struct hsm_kb_out kek_41;
-        kb("K0", 'A', 'D', 'N', 0,
-           "4141414141414141414141414141414141414141414141414141414141414141", &kek_41);
+        hsm_test_kb(&V, "K0", 'A', 'D', 'N', 0,
+                    "4141414141414141414141414141414141414141414141414141414141414141", &kek_41);
         memset(&ic, 0, sizeof(ic));
-        ic.req.kek = in(&kek_41);
+        ic.req.kek = hsm_test_in(&kek_41);
         ic.req.block.text = blk_n;
         ic.req.block.len = strlen(blk_n);
         assert_int_equal(call_import(&ic), MPOS_ERR_USAGE);
@@ -420,8 +371,8 @@ static void test_import_export(void **state)
 
     /* Export the imported AES key under the version D KEK; unwrap it independently. */
     memset(&ec, 0, sizeof(ec));
-    ec.req.kek = in(&kek_d);
-    ec.req.key = in(&imported_d);
+    ec.req.kek = hsm_test_in(&kek_d);
+    ec.req.key = hsm_test_in(&imported_d);
     ec.req.exportability = 'N';
     assert_int_equal(call_export(&ec), MPOS_OK);
     assert_int_equal(ec.resp.kcv_len, 5);
@@ -442,16 +393,16 @@ static void test_import_export(void **state)
     flips_refused(&ec.req.key, call_export, &ec);
     usage_refused(&ec.req.kek, &k_pin_aes, call_export, &ec);
     /* A non-exportable key never leaves; an AES key never goes under a weaker TDES KEK. */
-    ec.req.key = in(&k_pin_aes);
+    ec.req.key = hsm_test_in(&k_pin_aes);
     assert_int_equal(call_export(&ec), MPOS_ERR_USAGE);
-    assert_true(all_zero(&ec.resp, sizeof(ec.resp)));
-    ec.req.key = in(&imported_d);
-    ec.req.kek = in(&kek_b);
+    assert_true(hsm_test_all_zero(&ec.resp, sizeof(ec.resp)));
+    ec.req.key = hsm_test_in(&imported_d);
+    ec.req.kek = hsm_test_in(&kek_b);
     assert_int_equal(call_export(&ec), MPOS_ERR_KEY);
     /* The TDES key under the TDES KEK: version B. */
     struct hsm_kb_out tdes_key;
-    kb("D0", 'T', 'B', 'E', 0, "3F419E1CB7079442AA37474C2EFBF8B8", &tdes_key);
-    ec.req.key = in(&tdes_key);
+    hsm_test_kb(&V, "D0", 'T', 'B', 'E', 0, "3F419E1CB7079442AA37474C2EFBF8B8", &tdes_key);
+    ec.req.key = hsm_test_in(&tdes_key);
     assert_int_equal(call_export(&ec), MPOS_OK);
     assert_int_equal(ec.resp.block.text[0], 'B');
     tu_hex("DD7515F2BFC17F85CE48F3CA25CB21F6", kek, 16);
@@ -461,7 +412,7 @@ static void test_import_export(void **state)
     assert_memory_equal(key, want, 16);
     /* Round trip: what was exported imports again with the same check value. */
     memset(&ic, 0, sizeof(ic));
-    ic.req.kek = in(&kek_b);
+    ic.req.kek = hsm_test_in(&kek_b);
     ic.req.block.text = ec.resp.block.text;
     ic.req.block.len = ec.resp.block.len;
     assert_int_equal(call_import(&ic), MPOS_OK);
@@ -498,18 +449,18 @@ static void test_dukpt_initial_key(void **state)
     const struct mpos_tr31_opt_block *ob;
     (void)state;
     wrong_keys();
-    kb("B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk_aes);
-    kb("B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1FEDCBA9876543210F1F1F1F1F1F1F1F1",
-       &bdk_aes256);
-    kb("B0", 'T', 'X', 'N', 2, "0123456789ABCDEFFEDCBA9876543210", &bdk_tdes);
-    kb("K1", 'A', 'E', 'N', 0, "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
-       &tk_aes);
-    kb("K0", 'T', 'B', 'N', 0, "0123456789ABCDEF0123456789ABCDEF", &tk_tdes);
+    hsm_test_kb(&V, "B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk_aes);
+    hsm_test_kb(&V, "B0", 'A', 'X', 'N', 1,
+                "FEDCBA9876543210F1F1F1F1F1F1F1F1FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk_aes256);
+    hsm_test_kb(&V, "B0", 'T', 'X', 'N', 2, "0123456789ABCDEFFEDCBA9876543210", &bdk_tdes);
+    hsm_test_kb(&V, "K1", 'A', 'E', 'N', 0,
+                "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F", &tk_aes);
+    hsm_test_kb(&V, "K0", 'T', 'B', 'N', 0, "0123456789ABCDEF0123456789ABCDEF", &tk_tdes);
 
     /* AES: X9.24-3-2017 supplement: IK of ID 1234567890123456 = 1273671EA26AC29A... */
     memset(&c, 0, sizeof(c));
-    c.req.bdk = in(&bdk_aes);
-    c.req.transport_key = in(&tk_aes);
+    c.req.bdk = hsm_test_in(&bdk_aes);
+    c.req.transport_key = hsm_test_in(&tk_aes);
     c.req.id_len = tu_hex("1234567890123456", c.req.id, sizeof(c.req.id));
     assert_int_equal(call_ik(&c), MPOS_OK);
     tu_hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F", tk, 32);
@@ -536,10 +487,10 @@ static void test_dukpt_initial_key(void **state)
     assert_int_equal(call_ik(&c), MPOS_ERR_LENGTH);
     c.req.id_len = 8;
     /* An AES-256 initial key under a TDES transport key: refused (weaker). */
-    c.req.bdk = in(&bdk_aes256);
-    c.req.transport_key = in(&tk_tdes);
+    c.req.bdk = hsm_test_in(&bdk_aes256);
+    c.req.transport_key = hsm_test_in(&tk_tdes);
     assert_int_equal(call_ik(&c), MPOS_ERR_KEY);
-    c.req.transport_key = in(&tk_aes);
+    c.req.transport_key = hsm_test_in(&tk_aes);
     assert_int_equal(call_ik(&c), MPOS_OK);
     assert_int_equal(mpos_tr31_unwrap(&cc, tk, 32, c.resp.block.text, c.resp.block.len, &hdr, key,
                                       sizeof(key), &key_len),
@@ -550,8 +501,8 @@ static void test_dukpt_initial_key(void **state)
 
     /* TDES: X9.24-1-2009 A.4: IPEK of KSN FFFF9876543210E00000 (counter bits dropped). */
     memset(&c, 0, sizeof(c));
-    c.req.bdk = in(&bdk_tdes);
-    c.req.transport_key = in(&tk_tdes);
+    c.req.bdk = hsm_test_in(&bdk_tdes);
+    c.req.transport_key = hsm_test_in(&tk_tdes);
     c.req.id_len = tu_hex("FFFF9876543210E00008", c.req.id, sizeof(c.req.id));
     assert_int_equal(call_ik(&c), MPOS_OK);
     assert_int_equal(c.resp.block.text[0], 'B');
@@ -568,7 +519,8 @@ static void test_dukpt_initial_key(void **state)
     assert_memory_equal(hdr.text + ob->offset, "FFFF9876543210E00000", 20);
     assert_int_equal(c.resp.kcv_len, 3);
     flips_refused(&c.req.bdk, call_ik, &c);
-    c.req.transport_key = in(&tk_aes); /* a TDES IPEK under an AES transport key: version D */
+    c.req.transport_key =
+        hsm_test_in(&tk_aes); /* a TDES IPEK under an AES transport key: version D */
     assert_int_equal(call_ik(&c), MPOS_OK);
     assert_int_equal(c.resp.block.text[0], 'D');
     mpos_cleanse(key, sizeof(key));
@@ -617,12 +569,12 @@ static void test_mkwk_tdes(void **state)
     char pin[MPOS_PIN_BUF_LEN];
     (void)state;
     wrong_keys();
-    kb("K0", 'T', 'B', 'N', 0, tmk_hex, &tmk);
-    kb("P0", 'T', 'B', 'N', 0, "89ABCDEF0123456776543210FEDCBA98", &zpk);
+    hsm_test_kb(&V, "K0", 'T', 'B', 'N', 0, tmk_hex, &tmk);
+    hsm_test_kb(&V, "P0", 'T', 'B', 'N', 0, "89ABCDEF0123456776543210FEDCBA98", &zpk);
     tu_hex(tmk_hex, tmk_b, 16);
     for (int single = 0; single <= 1; single++) {
         memset(&c, 0, sizeof(c));
-        c.req.tmk = in(&tmk);
+        c.req.tmk = hsm_test_in(&tmk);
         c.req.mak_single_des = single;
         assert_int_equal(call_mkwk(&c), MPOS_OK);
         assert_int_equal(c.resp.pik.enc_len, 16);
@@ -643,7 +595,7 @@ static void test_mkwk_tdes(void **state)
         struct mac_ctx m;
         memset(&m, 0, sizeof(m));
         m.req.alg = HSM_MAC_CUP_ECB;
-        m.req.key = in(&c.resp.mak.key);
+        m.req.key = hsm_test_in(&c.resp.mak.key);
         m.req.data = msg;
         m.req.data_len = sizeof(msg) - 1;
         assert_int_equal(call_mac(&m), MPOS_OK);
@@ -662,12 +614,12 @@ static void test_mkwk_tdes(void **state)
         struct pt_ctx p;
         memset(&p, 0, sizeof(p));
         p.req.source = HSM_PIN_FROM_KEY;
-        p.req.src_key = in(&c.resp.pik.key);
+        p.req.src_key = hsm_test_in(&c.resp.pik.key);
         p.req.src_format = MPOS_PIN_FORMAT_0;
         memcpy(p.req.pin_block, block, 8);
         p.req.pin_block_len = 8;
         strcpy(p.req.pan, "4012345678909");
-        p.req.zpk = in(&zpk);
+        p.req.zpk = hsm_test_in(&zpk);
         p.req.dst_format = MPOS_PIN_FORMAT_0;
         assert_int_equal(call_pt(&p), MPOS_OK);
         uint8_t zpk_b[16];
@@ -677,9 +629,9 @@ static void test_mkwk_tdes(void **state)
                          MPOS_OK);
         assert_string_equal(pin, "1234");
         /* The TDK block is a data key: it never MACs, and the PIK never MACs either. */
-        m.req.key = in(&c.resp.tdk.key);
+        m.req.key = hsm_test_in(&c.resp.tdk.key);
         assert_int_equal(call_mac(&m), MPOS_ERR_USAGE);
-        m.req.key = in(&c.resp.pik.key);
+        m.req.key = hsm_test_in(&c.resp.pik.key);
         assert_int_equal(call_mac(&m), MPOS_ERR_USAGE);
     }
     flips_refused(&c.req.tmk, call_mkwk, &c);
@@ -712,10 +664,10 @@ static void test_mkwk_sm4(void **state)
     g.key_len = 32;
     assert_int_equal(hsm_op_generate_key(&V, &g, &r), MPOS_ERR_KEY);
 
-    kb("K0", HSM_ALG_SM4, 'B', 'N', 0, tmk_hex, &tmk);
+    hsm_test_kb(&V, "K0", HSM_ALG_SM4, 'B', 'N', 0, tmk_hex, &tmk);
     tu_hex(tmk_hex, tmk_b, 16);
     memset(&c, 0, sizeof(c));
-    c.req.tmk = in(&tmk);
+    c.req.tmk = hsm_test_in(&tmk);
     /* The SM4 MAK is an M1 key (the UnionPay MAC family), stored as M1 with algorithm '4'
      * (lib/tr31 MPOS_TR31_EXT_SM4, enabled by the vault). */
     assert_int_equal(call_mkwk(&c), MPOS_OK);
@@ -737,7 +689,7 @@ static void test_mkwk_sm4(void **state)
         uint8_t mac[16];
         memset(&m, 0, sizeof(m));
         m.req.alg = HSM_MAC_CUP_ECB;
-        m.req.key = in(&c.resp.mak.key);
+        m.req.key = hsm_test_in(&c.resp.mak.key);
         m.req.data = (const uint8_t *)"sm4 sign-on";
         m.req.data_len = 11;
         assert_int_equal(call_mac(&m), MPOS_OK);
@@ -790,10 +742,10 @@ static void test_dukpt_mac_aes(void **state)
     uint8_t key[16], mac[16], resp_key[16];
     (void)state;
     wrong_keys();
-    kb("B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk);
+    hsm_test_kb(&V, "B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk);
     for (unsigned i = 0; i < 8; i++) {
         memset(&v, 0, sizeof(v));
-        v.req.dukpt.bdk = in(&bdk);
+        v.req.dukpt.bdk = hsm_test_in(&bdk);
         v.req.dukpt.ksn_len = tu_hex("123456789012345600000000", v.req.dukpt.ksn, 12);
         v.req.dukpt.ksn[11] = (uint8_t)(i + 1);
         v.req.data = message;
@@ -835,7 +787,7 @@ static void test_dukpt_mac_aes(void **state)
     g.req.mac_len = 8;
     assert_int_equal(call_dmg(&g), MPOS_OK);
     assert_int_equal(g.resp.mac_len, 8);
-    assert_true(all_zero(g.resp.mac + 8, 8));
+    assert_true(hsm_test_all_zero(g.resp.mac + 8, 8));
     g.req.mac_len = 17;
     assert_int_equal(call_dmg(&g), MPOS_ERR_LENGTH);
     g.req.mac_len = 0;
@@ -883,10 +835,10 @@ static void test_dukpt_mac_tdes(void **state)
     uint8_t key[16], mac[8];
     (void)state;
     wrong_keys();
-    kb("B0", 'T', 'X', 'N', 2, "0123456789ABCDEFFEDCBA9876543210", &bdk);
+    hsm_test_kb(&V, "B0", 'T', 'X', 'N', 2, "0123456789ABCDEFFEDCBA9876543210", &bdk);
     for (unsigned i = 0; i < 3; i++) {
         memset(&v, 0, sizeof(v));
-        v.req.dukpt.bdk = in(&bdk);
+        v.req.dukpt.bdk = hsm_test_in(&bdk);
         v.req.dukpt.ksn_len = tu_hex("FFFF9876543210E00000", v.req.dukpt.ksn, 10);
         v.req.dukpt.ksn[9] = (uint8_t)(i + 1);
         v.req.data = message;
@@ -956,22 +908,22 @@ static void test_pin_translate_aes_dukpt(void **state)
     char pin[MPOS_PIN_BUF_LEN];
     (void)state;
     wrong_keys();
-    kb("B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk);
-    kb("P0", 'A', 'B', 'N', 0, zpk_aes_hex, &zpk_aes);
-    kb("P0", 'T', 'B', 'N', 0, zpk_tdes_hex, &zpk_tdes);
-    kb("P0", 'A', 'E', 'N', 0, zpk_aes_hex, &zpk_enc_only);
-    kb("P0", 'A', 'D', 'N', 0, zpk_aes_hex, &zpk_dec_only);
+    hsm_test_kb(&V, "B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk);
+    hsm_test_kb(&V, "P0", 'A', 'B', 'N', 0, zpk_aes_hex, &zpk_aes);
+    hsm_test_kb(&V, "P0", 'T', 'B', 'N', 0, zpk_tdes_hex, &zpk_tdes);
+    hsm_test_kb(&V, "P0", 'A', 'E', 'N', 0, zpk_aes_hex, &zpk_enc_only);
+    hsm_test_kb(&V, "P0", 'A', 'D', 'N', 0, zpk_aes_hex, &zpk_dec_only);
     tu_hex(zpk_aes_hex, zk_aes, 16);
     tu_hex(zpk_tdes_hex, zk_tdes, 16);
     for (unsigned i = 0; i < 8; i++) {
         memset(&c, 0, sizeof(c));
         c.req.source = HSM_PIN_FROM_DUKPT;
-        c.req.dukpt.bdk = in(&bdk);
+        c.req.dukpt.bdk = hsm_test_in(&bdk);
         c.req.dukpt.ksn_len = tu_hex("123456789012345600000000", c.req.dukpt.ksn, 12);
         c.req.dukpt.ksn[11] = (uint8_t)(i + 1);
         c.req.pin_block_len = tu_hex(blocks[i], c.req.pin_block, 16);
         strcpy(c.req.pan, "4111111111111111");
-        c.req.zpk = in(&zpk_aes);
+        c.req.zpk = hsm_test_in(&zpk_aes);
         c.req.dst_format = MPOS_PIN_FORMAT_4;
         assert_int_equal(call_pt(&c), MPOS_OK);
         assert_int_equal(c.resp.pin_block_len, 16);
@@ -982,12 +934,12 @@ static void test_pin_translate_aes_dukpt(void **state)
         /* ... and back: from the AES zone PIN key to a TDES one in format 0. */
         memset(&back, 0, sizeof(back));
         back.req.source = HSM_PIN_FROM_KEY;
-        back.req.src_key = in(&zpk_dec_only);
+        back.req.src_key = hsm_test_in(&zpk_dec_only);
         back.req.src_format = MPOS_PIN_FORMAT_4;
         memcpy(back.req.pin_block, c.resp.pin_block, 16);
         back.req.pin_block_len = 16;
         strcpy(back.req.pan, "4111111111111111");
-        back.req.zpk = in(&zpk_tdes);
+        back.req.zpk = hsm_test_in(&zpk_tdes);
         back.req.dst_format = MPOS_PIN_FORMAT_0;
         assert_int_equal(call_pt(&back), MPOS_OK);
         assert_int_equal(back.resp.pin_block_len, 8);
@@ -1005,7 +957,7 @@ static void test_pin_translate_aes_dukpt(void **state)
     /* Another PAN: the format 4 block does not decode. */
     strcpy(c.req.pan, "4111111111111112");
     assert_int_equal(call_pt(&c), MPOS_ERR_DECODE);
-    assert_true(all_zero(&c.resp, sizeof(c.resp)));
+    assert_true(hsm_test_all_zero(&c.resp, sizeof(c.resp)));
     strcpy(c.req.pan, "41111111111");
     assert_int_equal(call_pt(&c), MPOS_ERR_PAN);
     strcpy(c.req.pan, "4111111111111111");
@@ -1016,12 +968,12 @@ static void test_pin_translate_aes_dukpt(void **state)
     assert_int_equal(call_pt(&c), MPOS_ERR_ARG);
     c.req.dst_format = MPOS_PIN_FORMAT_4;
     /* Mode of use: the destination encrypts, the source decrypts. */
-    c.req.zpk = in(&zpk_enc_only);
+    c.req.zpk = hsm_test_in(&zpk_enc_only);
     assert_int_equal(call_pt(&c), MPOS_OK);
     usage_refused(&c.req.zpk, &zpk_dec_only, call_pt, &c);
-    back.req.src_key = in(&zpk_enc_only);
+    back.req.src_key = hsm_test_in(&zpk_enc_only);
     assert_int_equal(call_pt(&back), MPOS_ERR_USAGE);
-    back.req.src_key = in(&zpk_dec_only);
+    back.req.src_key = hsm_test_in(&zpk_dec_only);
     /* Wrong usages: a data key or MAC key as ZPK, a PIN key as BDK. */
     usage_refused(&c.req.zpk, &k_data_aes, call_pt, &c);
     usage_refused(&c.req.zpk, &k_mac_m3, call_pt, &c);
@@ -1054,26 +1006,26 @@ static void test_pin_translate_tdes_dukpt(void **state)
     char pin[MPOS_PIN_BUF_LEN];
     (void)state;
     wrong_keys();
-    kb("B0", 'T', 'X', 'N', 2, "0123456789ABCDEFFEDCBA9876543210", &bdk);
-    kb("P0", 'T', 'E', 'N', 0, zpk_tdes_hex, &zpk_tdes);
-    kb("P0", 'A', 'E', 'N', 0, zpk_aes_hex, &zpk_aes);
+    hsm_test_kb(&V, "B0", 'T', 'X', 'N', 2, "0123456789ABCDEFFEDCBA9876543210", &bdk);
+    hsm_test_kb(&V, "P0", 'T', 'E', 'N', 0, zpk_tdes_hex, &zpk_tdes);
+    hsm_test_kb(&V, "P0", 'A', 'E', 'N', 0, zpk_aes_hex, &zpk_aes);
     tu_hex(zpk_tdes_hex, zk_tdes, 16);
     tu_hex(zpk_aes_hex, zk_aes, 24);
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         memset(&c, 0, sizeof(c));
         c.req.source = HSM_PIN_FROM_DUKPT;
-        c.req.dukpt.bdk = in(&bdk);
+        c.req.dukpt.bdk = hsm_test_in(&bdk);
         c.req.dukpt.ksn_len = tu_hex(v[i].ksn, c.req.dukpt.ksn, 10);
         c.req.pin_block_len = tu_hex(v[i].block, c.req.pin_block, 8);
         strcpy(c.req.pan, "4012345678909");
-        c.req.zpk = in(&zpk_tdes);
+        c.req.zpk = hsm_test_in(&zpk_tdes);
         c.req.dst_format = MPOS_PIN_FORMAT_0;
         assert_int_equal(call_pt(&c), MPOS_OK);
         assert_int_equal(mpos_pin_block_decrypt(&cc, MPOS_PIN_FORMAT_0, MPOS_CIPHER_TDES, zk_tdes,
                                                 16, c.resp.pin_block, 8, "4012345678909", pin),
                          MPOS_OK);
         assert_string_equal(pin, "1234");
-        c.req.zpk = in(&zpk_aes);
+        c.req.zpk = hsm_test_in(&zpk_aes);
         c.req.dst_format = MPOS_PIN_FORMAT_4;
         assert_int_equal(call_pt(&c), MPOS_OK);
         assert_int_equal(mpos_pin_block_decrypt(&cc, MPOS_PIN_FORMAT_4, MPOS_CIPHER_AES, zk_aes, 24,
@@ -1108,14 +1060,14 @@ static void pvv_req(struct pvv_ctx *c, const struct hsm_kb_out *zpk, const uint8
 {
     size_t len = 0;
     memset(c, 0, sizeof(*c));
-    c->req.zpk = in(zpk);
+    c->req.zpk = hsm_test_in(zpk);
     c->req.format = MPOS_PIN_FORMAT_0;
     assert_int_equal(mpos_pin_block_encrypt(&cc, MPOS_PIN_FORMAT_0, MPOS_CIPHER_TDES, zk, 16, pin,
                                             pan, NULL, 0, c->req.pin_block, &len),
                      MPOS_OK);
     c->req.pin_block_len = len;
     strcpy(c->req.pan, pan);
-    c->req.pvk = in(pvk);
+    c->req.pvk = hsm_test_in(pvk);
     c->req.pvki = 1;
 }
 
@@ -1134,10 +1086,10 @@ static void test_pvv(void **state)
     uint8_t zk[16];
     (void)state;
     wrong_keys();
-    kb("P0", 'T', 'D', 'N', 0, zpk_hex, &zpk);
-    kb("V2", 'T', 'V', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &pvk_v);
-    kb("V2", 'T', 'G', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &pvk_g);
-    kb("V2", 'T', 'C', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &pvk_c);
+    hsm_test_kb(&V, "P0", 'T', 'D', 'N', 0, zpk_hex, &zpk);
+    hsm_test_kb(&V, "V2", 'T', 'V', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &pvk_v);
+    hsm_test_kb(&V, "V2", 'T', 'G', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &pvk_g);
+    hsm_test_kb(&V, "V2", 'T', 'C', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &pvk_c);
     tu_hex(zpk_hex, zk, 16);
     for (size_t i = 0; i < sizeof(kat) / sizeof(kat[0]); i++) {
         pvv_req(&c, &zpk, zk, &pvk_g, kat[i].pan, kat[i].pin);
@@ -1145,7 +1097,7 @@ static void test_pvv(void **state)
         assert_int_equal(call_pvv(&c), MPOS_OK);
         assert_string_equal(c.resp.pvv, kat[i].pvv);
         c.generate = 0;
-        c.req.pvk = in(&pvk_v);
+        c.req.pvk = hsm_test_in(&pvk_v);
         strcpy(c.req.pvv, kat[i].pvv);
         assert_int_equal(call_pvv(&c), MPOS_OK);
         c.req.pvv[3] = (char)(c.req.pvv[3] == '9' ? '0' : c.req.pvv[3] + 1);
@@ -1156,12 +1108,12 @@ static void test_pvv(void **state)
     strcpy(c.req.pvv, "9464");
     assert_int_equal(call_pvv(&c), MPOS_OK);
     usage_refused(&c.req.pvk, &pvk_g, call_pvv, &c);
-    c.req.pvk = in(&pvk_c);
+    c.req.pvk = hsm_test_in(&pvk_c);
     assert_int_equal(call_pvv(&c), MPOS_OK);
     c.generate = 1;
-    c.req.pvk = in(&pvk_v);
+    c.req.pvk = hsm_test_in(&pvk_v);
     assert_int_equal(call_pvv(&c), MPOS_ERR_USAGE);
-    assert_true(all_zero(&c.resp, sizeof(c.resp)));
+    assert_true(hsm_test_all_zero(&c.resp, sizeof(c.resp)));
     c.generate = 0;
     /* Another PVKI, a malformed PVV, PVKI out of range. */
     c.req.pvki = 2;
@@ -1268,8 +1220,8 @@ static void test_pvv_cards(void **state)
         print_message("cards.tsv not found: skipped\n");
         skip();
     }
-    kb("P0", 'T', 'B', 'N', 0, zpk_hex, &zpk);
-    kb("V2", 'T', 'C', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &pvk);
+    hsm_test_kb(&V, "P0", 'T', 'B', 'N', 0, zpk_hex, &zpk);
+    hsm_test_kb(&V, "V2", 'T', 'C', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &pvk);
     tu_hex(zpk_hex, zk, 16);
     for (size_t i = 0; i < ncards; i++) {
         pvv_req(&c, &zpk, zk, &pvk, cards[i].pan, cards[i].pin);
@@ -1323,11 +1275,11 @@ static void test_arqc_cards(void **state)
         enum mpos_emv_mk_option opt =
             strlen(cd->pan) > 16 ? MPOS_EMV_MK_OPTION_B : MPOS_EMV_MK_OPTION_A;
         mpos_hex_encode(cd->imk, 16, imk_hex);
-        kb("E0", 'T', 'X', 'N', 0, imk_hex, &imk);
+        hsm_test_kb(&V, "E0", 'T', 'X', 'N', 0, imk_hex, &imk);
         mpos_cleanse(imk_hex, sizeof(imk_hex));
         for (int sk_method = 1; sk_method <= 2; sk_method++) {
             memset(&c, 0, sizeof(c));
-            c.req.imk = in(&imk);
+            c.req.imk = hsm_test_in(&imk);
             c.req.mk_option = opt;
             c.req.sk_method = (enum mpos_emv_sk_method)sk_method;
             strcpy(c.req.pan, cd->pan);
@@ -1364,7 +1316,7 @@ static void test_arqc_cards(void **state)
             /* A changed cryptogram, data, ATC or PSN: no ARPC. */
             c.req.arqc[0] ^= 0x80;
             assert_int_equal(call_arqc(&c), MPOS_ERR_VERIFY);
-            assert_true(all_zero(&c.resp, sizeof(c.resp)));
+            assert_true(hsm_test_all_zero(&c.resp, sizeof(c.resp)));
             c.req.arqc[0] ^= 0x80;
             c.req.atc[1] ^= 1;
             assert_int_equal(call_arqc(&c), MPOS_ERR_VERIFY);
@@ -1376,7 +1328,7 @@ static void test_arqc_cards(void **state)
         }
         if (i == 0) {
             struct hsm_kb_out e1;
-            kb("E1", 'T', 'X', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &e1);
+            hsm_test_kb(&V, "E1", 'T', 'X', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &e1);
             flips_refused(&c.req.imk, call_arqc, &c);
             usage_refused(&c.req.imk, &e1, call_arqc, &c);
             usage_refused(&c.req.imk, &k_mac_m3, call_arqc, &c);
@@ -1397,9 +1349,9 @@ static void test_arqc_published_mk(void **state)
     static const uint8_t data[] = {0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00,
                                    0x00, 0x00, 0x00, 0x00, 0x01, 0x24, 0x00, 0x00};
     (void)state;
-    kb("E0", 'T', 'X', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &imk);
+    hsm_test_kb(&V, "E0", 'T', 'X', 'N', 0, "0123456789ABCDEFFEDCBA9876543210", &imk);
     memset(&c, 0, sizeof(c));
-    c.req.imk = in(&imk);
+    c.req.imk = hsm_test_in(&imk);
     c.req.mk_option = MPOS_EMV_MK_OPTION_A;
     c.req.sk_method = MPOS_EMV_SK_COMMON;
     strcpy(c.req.pan, "12345678901234567");
@@ -1479,7 +1431,7 @@ static void check_card_resp(const struct cd_ctx *c, const uint8_t *zdk, size_t z
         MPOS_OK);
     assert_memory_equal(out, plain, tlv_len);
     assert_int_equal(out[tlv_len], 0x80);
-    assert_true(all_zero(out + tlv_len + 1, c->resp.data_len - tlv_len - 1));
+    assert_true(hsm_test_all_zero(out + tlv_len + 1, c->resp.data_len - tlv_len - 1));
     assert_true(c->resp.data_len - tlv_len - 1 < bl);
     /* In clear: 5F34, 9F26, 9F36 in order, nothing else. */
     static const uint8_t want[] = {0x5F, 0x34, 0x01, 0x01, 0x9F, 0x26, 0x08, 0x11, 0x22, 0x33,
@@ -1504,17 +1456,17 @@ static void test_card_data_aes(void **state)
     size_t len, tlv_len;
     (void)state;
     wrong_keys();
-    kb("B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk);
-    kb("D0", 'A', 'E', 'N', 0, zdk_hex, &zdk);
-    kb("D0", 'T', 'B', 'N', 0, zdk_t_hex, &zdk_t);
-    kb("D0", 'A', 'D', 'N', 0, zdk_hex, &zdk_dec_only);
+    hsm_test_kb(&V, "B0", 'A', 'X', 'N', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F1", &bdk);
+    hsm_test_kb(&V, "D0", 'A', 'E', 'N', 0, zdk_hex, &zdk);
+    hsm_test_kb(&V, "D0", 'T', 'B', 'N', 0, zdk_t_hex, &zdk_t);
+    hsm_test_kb(&V, "D0", 'A', 'D', 'N', 0, zdk_hex, &zdk_dec_only);
     tu_hex(zdk_hex, zk, 16);
     tu_hex(zdk_t_hex, zkt, 16);
     len = card_plain("4111111111111111", "4111111111111111D30122011234567890000F", plain,
                      sizeof(plain), 16, &tlv_len);
     for (unsigned i = 0; i < 2; i++) {
         memset(&c, 0, sizeof(c));
-        c.req.dukpt.bdk = in(&bdk);
+        c.req.dukpt.bdk = hsm_test_in(&bdk);
         c.req.dukpt.ksn_len = tu_hex("123456789012345600000000", c.req.dukpt.ksn, 12);
         c.req.dukpt.ksn[11] = (uint8_t)(i + 1);
         tu_hex(data_keys[i], key, 16);
@@ -1522,15 +1474,15 @@ static void test_card_data_aes(void **state)
                          MPOS_OK);
         c.req.data = enc;
         c.req.data_len = len;
-        c.req.zdk = in(&zdk);
+        c.req.zdk = hsm_test_in(&zdk);
         assert_int_equal(call_cd(&c), MPOS_OK);
         check_card_resp(&c, zk, 16, MPOS_CIPHER_AES, plain, tlv_len, "4111111111111111");
         /* To a TDES zone data key: 8-byte blocks. */
-        c.req.zdk = in(&zdk_t);
+        c.req.zdk = hsm_test_in(&zdk_t);
         assert_int_equal(call_cd(&c), MPOS_OK);
         check_card_resp(&c, zkt, 16, MPOS_CIPHER_TDES, plain, tlv_len, "4111111111111111");
     }
-    c.req.zdk = in(&zdk);
+    c.req.zdk = hsm_test_in(&zdk);
     /* Data encrypted with the response key (usage 3001) never decrypts as a request. */
     assert_int_equal(mpos_dukpt_aes_working_key(&cc, bdk_b, 16, c.req.dukpt.ksn,
                                                 MPOS_DUKPT_AES_USAGE_DATA_DEC,
@@ -1539,7 +1491,7 @@ static void test_card_data_aes(void **state)
     assert_int_equal(mpos_cipher_cbc(&cc, MPOS_CIPHER_AES, 1, key, 16, NULL, plain, enc, len),
                      MPOS_OK);
     assert_int_equal(call_cd(&c), MPOS_ERR_DECODE);
-    assert_true(all_zero(&c.resp, sizeof(c.resp)));
+    assert_true(hsm_test_all_zero(&c.resp, sizeof(c.resp)));
     /* Malformed plaintexts: every one is the same MPOS_ERR_DECODE. */
     tu_hex(data_keys[1], key, 16);
     {
@@ -1612,13 +1564,13 @@ static void test_card_data_tdes(void **state)
     uint8_t plain[256], enc[256], key[16], zk[16], txn[16];
     size_t len, tlv_len;
     (void)state;
-    kb("B0", 'T', 'X', 'N', 2, "0123456789ABCDEFFEDCBA9876543210", &bdk);
-    kb("D0", 'A', 'B', 'N', 0, zdk_hex, &zdk);
+    hsm_test_kb(&V, "B0", 'T', 'X', 'N', 2, "0123456789ABCDEFFEDCBA9876543210", &bdk);
+    hsm_test_kb(&V, "D0", 'A', 'B', 'N', 0, zdk_hex, &zdk);
     tu_hex(zdk_hex, zk, 16);
     len = card_plain("4012345678909", "4012345678909D30122011234567890F", plain, sizeof(plain), 8,
                      &tlv_len);
     memset(&c, 0, sizeof(c));
-    c.req.dukpt.bdk = in(&bdk);
+    c.req.dukpt.bdk = hsm_test_in(&bdk);
     c.req.dukpt.ksn_len = tu_hex("FFFF9876543210E00001", c.req.dukpt.ksn, 10);
     /* X9.24-1-2009 A.4 transaction key of counter 1, then the data-request variant. */
     tu_hex("042666B49184CFA368DE9628D0397BC9", txn, 16);
@@ -1628,7 +1580,7 @@ static void test_card_data_tdes(void **state)
                      MPOS_OK);
     c.req.data = enc;
     c.req.data_len = len;
-    c.req.zdk = in(&zdk);
+    c.req.zdk = hsm_test_in(&zdk);
     assert_int_equal(call_cd(&c), MPOS_OK);
     /* 8-byte padding in, 16-byte padding out. */
     uint8_t plain16[256];
@@ -1657,17 +1609,17 @@ static void test_zone_mac(void **state)
     size_t dlen;
     (void)state;
     wrong_keys();
-    kb("M3", 'T', 'C', 'N', 0, alg3_key, &m3c);
-    kb("M3", 'T', 'G', 'N', 0, alg3_key, &m3g);
-    kb("M3", 'T', 'V', 'N', 0, alg3_key, &m3v);
-    kb("M6", 'A', 'C', 'N', 0, "2B7E151628AED2A6ABF7158809CF4F3C", &m6a);
-    kb("M6", 'T', 'C', 'N', 0, "0123456789ABCDEF23456789ABCDEF01", &m6t);
-    kb("M1", 'T', 'C', 'N', 0, "5BB5C72CD00B73385BB5C72CD00B7338", &m1);
+    hsm_test_kb(&V, "M3", 'T', 'C', 'N', 0, alg3_key, &m3c);
+    hsm_test_kb(&V, "M3", 'T', 'G', 'N', 0, alg3_key, &m3g);
+    hsm_test_kb(&V, "M3", 'T', 'V', 'N', 0, alg3_key, &m3v);
+    hsm_test_kb(&V, "M6", 'A', 'C', 'N', 0, "2B7E151628AED2A6ABF7158809CF4F3C", &m6a);
+    hsm_test_kb(&V, "M6", 'T', 'C', 'N', 0, "0123456789ABCDEF23456789ABCDEF01", &m6t);
+    hsm_test_kb(&V, "M1", 'T', 'C', 'N', 0, "5BB5C72CD00B73385BB5C72CD00B7338", &m1);
 
     /* ISO 9797-1:2011 B.4: "Now is the time for all " -> A1C72E74 (4 bytes). */
     memset(&c, 0, sizeof(c));
     c.req.alg = HSM_MAC_ISO9797_3;
-    c.req.key = in(&m3g);
+    c.req.key = hsm_test_in(&m3g);
     dlen = tu_hex("4E6F77206973207468652074696D6520666F7220616C6C20", data, sizeof(data));
     c.req.data = data;
     c.req.data_len = dlen;
@@ -1681,7 +1633,7 @@ static void test_zone_mac(void **state)
     assert_int_equal(c.resp.mac_len, 8);
     flips_refused(&c.req.key, call_mac, &c);
     c.verify = 1;
-    c.req.key = in(&m3v);
+    c.req.key = hsm_test_in(&m3v);
     memcpy(c.req.mac, mac, 4);
     c.req.mac_len = 4;
     assert_int_equal(call_mac(&c), MPOS_OK);
@@ -1691,14 +1643,14 @@ static void test_zone_mac(void **state)
     c.req.mac[0] ^= 1;
     /* Mode of use: a generate-only key never verifies, a verify-only key never generates. */
     usage_refused(&c.req.key, &m3g, call_mac, &c);
-    c.req.key = in(&m3c);
+    c.req.key = hsm_test_in(&m3c);
     assert_int_equal(call_mac(&c), MPOS_OK);
     c.verify = 0;
-    c.req.key = in(&m3v);
+    c.req.key = hsm_test_in(&m3v);
     assert_int_equal(call_mac(&c), MPOS_ERR_USAGE);
-    assert_true(all_zero(&c.resp, sizeof(c.resp)));
+    assert_true(hsm_test_all_zero(&c.resp, sizeof(c.resp)));
     /* A PIN key never MACs; a CMAC key is not an algorithm 3 key; a BDK never MACs. */
-    c.req.key = in(&m3c);
+    c.req.key = hsm_test_in(&m3c);
     usage_refused(&c.req.key, &k_pin_aes, call_mac, &c);
     usage_refused(&c.req.key, &m6t, call_mac, &c);
     usage_refused(&c.req.key, &k_bdk_aes_wrong, call_mac, &c);
@@ -1706,7 +1658,7 @@ static void test_zone_mac(void **state)
     /* CMAC: RFC 4493 4 (AES), TDES-CMAC example. */
     memset(&c, 0, sizeof(c));
     c.req.alg = HSM_MAC_CMAC;
-    c.req.key = in(&m6a);
+    c.req.key = hsm_test_in(&m6a);
     dlen = tu_hex("6BC1BEE22E409F96E93D7E117393172A", data, sizeof(data));
     c.req.data = data;
     c.req.data_len = dlen;
@@ -1714,7 +1666,7 @@ static void test_zone_mac(void **state)
     tu_hex("070A16B46B4D4144F79BDD9DD04A287C", mac, 16);
     assert_int_equal(c.resp.mac_len, 16);
     assert_memory_equal(c.resp.mac, mac, 16);
-    c.req.key = in(&m6t);
+    c.req.key = hsm_test_in(&m6t);
     assert_int_equal(call_mac(&c), MPOS_OK);
     tu_hex("CC18A0B79AF2413B", mac, 8);
     assert_int_equal(c.resp.mac_len, 8);
@@ -1735,7 +1687,7 @@ static void test_zone_mac(void **state)
     /* UnionPay ECB MAC with the single-length MAK of the sign-on example (kept as K|K). */
     memset(&c, 0, sizeof(c));
     c.req.alg = HSM_MAC_CUP_ECB;
-    c.req.key = in(&m1);
+    c.req.key = hsm_test_in(&m1);
     c.req.data = message;
     c.req.data_len = sizeof(message) - 1;
     assert_int_equal(call_mac(&c), MPOS_OK);
@@ -1775,7 +1727,7 @@ static void test_pan_hash(void **state)
     assert_int_equal(hsm_op_pan_hash(&V, &r, &b), MPOS_ERR_PAN);
     memset(r.pan, '4', sizeof(r.pan)); /* not terminated */
     assert_int_equal(hsm_op_pan_hash(&V, &r, &b), MPOS_ERR_PAN);
-    assert_true(all_zero(&b, sizeof(b)));
+    assert_true(hsm_test_all_zero(&b, sizeof(b)));
 }
 
 static void test_random_status(void **state)
@@ -1922,7 +1874,7 @@ static void test_cert_sign(void **state)
      * the wrong way round, a serial with characters outside the set. */
     strcpy(sr.serial, "MP0001234568");
     assert_int_equal(ops_cert_sign_scalar(ca_priv, &sr, &resp), MPOS_ERR_VERIFY);
-    assert_true(all_zero(&resp, sizeof(resp)));
+    assert_true(hsm_test_all_zero(&resp, sizeof(resp)));
     strcpy(sr.serial, "MP0001234567");
     csr[csr_len - 5] ^= 0x01;
     assert_true(ops_cert_sign_scalar(ca_priv, &sr, &resp) < 0);
@@ -1961,9 +1913,9 @@ static void test_cert_sign(void **state)
         assert_true(hsm_op_cert_sign(&V, &sr, &resp) < 0);
     } else {
         assert_int_equal(rc, MPOS_OK);
-        sr.ca_key = in(&ca_kb);
+        sr.ca_key = hsm_test_in(&ca_kb);
         assert_int_equal(hsm_op_cert_sign(&V, &sr, &resp), MPOS_OK);
-        cr.ca_key = in(&ca_kb);
+        cr.ca_key = hsm_test_in(&ca_kb);
         assert_int_equal(hsm_op_ca_cert_create(&V, &cr, &resp), MPOS_OK);
     }
     mpos_cleanse(ca_priv, sizeof(ca_priv));

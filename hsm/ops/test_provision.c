@@ -33,6 +33,7 @@
 #include "mpos/util.h"
 #include "ops.h"
 #include "ops_cert.h"
+#include "test_fixture.h"
 #include "testutil.h"
 
 static hsm_vault V;
@@ -46,38 +47,6 @@ static struct hsm_kb_out ca_kb, ca2_kb, bdk_aes, bdk_tdes, k_data, k_pin;
 static uint8_t ca_pub[65], ca2_pub[65];
 static uint8_t ca_cert[HSM_CERT_MAX_LEN], ca2_cert[HSM_CERT_MAX_LEN];
 static size_t ca_cert_len, ca2_cert_len;
-
-static void kb(const char *usage, char alg, char mode, uint8_t dukpt, const char *hex,
-               struct hsm_kb_out *out)
-{
-    hsm_key k;
-    memset(&k, 0, sizeof(k));
-    k.len = tu_hex(hex, k.bytes, sizeof(k.bytes));
-    memcpy(k.attr.usage, usage, 3);
-    k.attr.algorithm = alg;
-    k.attr.mode = mode;
-    k.attr.exportability = 'N';
-    k.attr.dukpt = dukpt;
-    memset(out, 0, sizeof(*out));
-    assert_int_equal(hsm_key_store(&V, &k, out->text, sizeof(out->text), &out->len), MPOS_OK);
-    hsm_key_clear(&k);
-}
-
-static struct hsm_kb_in in(const struct hsm_kb_out *o)
-{
-    struct hsm_kb_in r = {o->text, o->len};
-    return r;
-}
-
-static int all_zero(const void *p, size_t len)
-{
-    const uint8_t *b = p;
-    uint8_t acc = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc |= b[i];
-    }
-    return acc == 0;
-}
 
 /* A manufacturer CA: an EC key generated inside the vault, its self-signed certificate. */
 static void make_ca(struct hsm_kb_out *key, uint8_t pub[65], uint8_t *cert, size_t *cert_len,
@@ -96,7 +65,7 @@ static void make_ca(struct hsm_kb_out *key, uint8_t pub[65], uint8_t *cert, size
     *key = gr.key;
     memcpy(pub, gr.ec_pub, 65);
     memset(&cr, 0, sizeof(cr));
-    cr.ca_key = in(key);
+    cr.ca_key = hsm_test_in(key);
     snprintf(cr.common_name, sizeof(cr.common_name), "%s", cn);
     cr.not_before = 1767225600; /* 2026-01-01 */
     cr.not_after = 2082758400;  /* 2036-01-01 */
@@ -107,28 +76,14 @@ static void make_ca(struct hsm_kb_out *key, uint8_t pub[65], uint8_t *cert, size
 
 static int group_setup(void **state)
 {
-    uint8_t comps[2][HSM_LMK_LEN];
-    uint8_t kcvs[2][HSM_KCV_LEN];
     (void)state;
-    for (size_t i = 0; i < HSM_LMK_LEN; i++) {
-        comps[0][i] = (uint8_t)(0x01 + i);
-        comps[1][i] = (uint8_t)(0x41 + i);
-    }
-    tu_hex("40DCDF64CB", kcvs[0], HSM_KCV_LEN);
-    tu_hex("FB1523EC5F", kcvs[1], HSM_KCV_LEN);
-    if (mpos_crypto_init(&cc) != MPOS_OK || hsm_vault_init(&V) != MPOS_OK ||
-        hsm_vault_open_components(&V, (const uint8_t(*)[HSM_LMK_LEN])comps, 2,
-                                  (const uint8_t(*)[HSM_KCV_LEN])kcvs) != MPOS_OK) {
-        return -1;
-    }
-    return 0;
+    return hsm_test_open(&V, &cc);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    hsm_vault_close(&V);
-    mpos_crypto_clear(&cc);
+    hsm_test_close(&V, &cc);
     return 0;
 }
 
@@ -140,10 +95,10 @@ static void keys(void)
     }
     make_ca(&ca_kb, ca_pub, ca_cert, &ca_cert_len, "openmpos test manufacturer CA");
     make_ca(&ca2_kb, ca2_pub, ca2_cert, &ca2_cert_len, "another manufacturer");
-    kb("B0", 'A', 'X', 1, bdk_aes_hex, &bdk_aes);
-    kb("B0", 'T', 'X', 2, bdk_tdes_hex, &bdk_tdes);
-    kb("D0", 'A', 'B', 0, "0F0E0D0C0B0A09080706050403020100", &k_data);
-    kb("P0", 'A', 'B', 0, "000102030405060708090A0B0C0D0E0F", &k_pin);
+    hsm_test_kb(&V, "B0", 'A', 'X', 'N', 1, bdk_aes_hex, &bdk_aes);
+    hsm_test_kb(&V, "B0", 'T', 'X', 'N', 2, bdk_tdes_hex, &bdk_tdes);
+    hsm_test_kb(&V, "D0", 'A', 'B', 'N', 0, "0F0E0D0C0B0A09080706050403020100", &k_data);
+    hsm_test_kb(&V, "P0", 'A', 'B', 'N', 0, "000102030405060708090A0B0C0D0E0F", &k_pin);
     done = 1;
 }
 
@@ -171,12 +126,12 @@ static void request(struct hsm_provision_terminal_req *r, const struct terminal 
     memset(r, 0, sizeof(*r));
     r->key = key;
     if (bdk != NULL) {
-        r->bdk = in(bdk);
+        r->bdk = hsm_test_in(bdk);
     }
     if (id_hex != NULL) {
         r->id_len = tu_hex(id_hex, r->id, sizeof(r->id));
     }
-    r->ca_key = in(&ca_kb);
+    r->ca_key = hsm_test_in(&ca_kb);
     r->ca_cert = ca_cert;
     r->ca_cert_len = ca_cert_len;
     r->csr = t->csr;
@@ -264,7 +219,7 @@ static void test_provision_aes(void **state)
     assert_int_equal(mpos_provision_open(&cc, b.priv, a.serial, ca_pub, resp.bundle,
                                          resp.bundle_len, NULL, &out),
                      MPOS_ERR_VERIFY);
-    assert_true(all_zero(&out, sizeof(out)));
+    assert_true(hsm_test_all_zero(&out, sizeof(out)));
     {
         uint8_t tk[32];
         assert_int_equal(mpos_provision_transport_key(b.priv, view.ephemeral_pub, a.serial, tk),
@@ -333,7 +288,7 @@ static void test_provision_pem_and_256(void **state)
     char pem[1024];
     (void)state;
     keys();
-    kb("B0", 'A', 'X', 1, bdk256_hex, &bdk256);
+    hsm_test_kb(&V, "B0", 'A', 'X', 'N', 1, bdk256_hex, &bdk256);
     terminal_make(&t, "mp-lower-case-1");
     /* The request as PEM (OpenSSL writes it). */
     {
@@ -368,7 +323,7 @@ static void test_provision_pem_and_256(void **state)
     req.csr = (const uint8_t *)bad;
     req.csr_len = strlen(bad);
     assert_int_equal(hsm_op_provision_terminal(&V, &req, &resp), MPOS_ERR_FORMAT);
-    assert_true(all_zero(&resp, sizeof(resp)));
+    assert_true(hsm_test_all_zero(&resp, sizeof(resp)));
     snprintf(bad, sizeof(bad), "junk\n%s", pem);
     req.csr_len = strlen(bad);
     assert_true(hsm_op_provision_terminal(&V, &req, &resp) < 0);
@@ -422,7 +377,7 @@ static void test_provision_tdes(void **state)
     req.id[9] = 0x00;
     req.id_len = 8;
     assert_int_equal(hsm_op_provision_terminal(&V, &req, &resp), MPOS_ERR_LENGTH);
-    req.bdk = in(&bdk_aes);
+    req.bdk = hsm_test_in(&bdk_aes);
     req.id_len = 10;
     assert_int_equal(hsm_op_provision_terminal(&V, &req, &resp), MPOS_ERR_LENGTH);
     mpos_provision_key_clear(&out);
@@ -456,7 +411,7 @@ static void test_provision_tmk(void **state)
     /* The terminal's TMK is the back end's: a sign-on's working key, encrypted under the
      * TMK key block by mpos-hsmd, decrypts in the terminal with its check value. */
     memset(&mreq, 0, sizeof(mreq));
-    mreq.tmk = in(&resp.tmk);
+    mreq.tmk = hsm_test_in(&resp.tmk);
     assert_int_equal(hsm_op_mkwk_generate(&V, &mreq, &mresp), MPOS_OK);
     assert_int_equal(mpos_mkwk_unwrap(&cc, MPOS_CIPHER_TDES, out.key, out.key_len, mresp.pik.enc,
                                       mresp.pik.enc_len, mresp.pik.kcv, HSM_MKWK_KCV_LEN, pik),
@@ -522,7 +477,7 @@ static void test_provision_tmk_sm4(void **state)
                          MPOS_OK);
     /* The back end's TMK block is the terminal's SM4 TMK. */
     memset(&mreq, 0, sizeof(mreq));
-    mreq.tmk = in(&resp.tmk);
+    mreq.tmk = hsm_test_in(&resp.tmk);
     assert_int_equal(hsm_op_mkwk_generate(&V, &mreq, &mresp), MPOS_OK);
     assert_int_equal(mpos_mkwk_unwrap(&cc, MPOS_CIPHER_SM4, out.key, out.key_len, mresp.pik.enc,
                                       mresp.pik.enc_len, mresp.pik.kcv, HSM_MKWK_KCV_LEN, pik),
@@ -549,17 +504,17 @@ static void test_provision_refusals(void **state)
             print_message("line %d: %d (%s)\n", __LINE__, rc_, V.why ? V.why : "");                \
         }                                                                                          \
         assert_int_equal(rc_, (want));                                                             \
-        assert_true(all_zero(&resp, sizeof(resp)));                                                \
+        assert_true(hsm_test_all_zero(&resp, sizeof(resp)));                                       \
         request(&req, &t, HSM_PROVISION_DUKPT, &bdk_aes, "1234567890123457");                      \
     } while (0)
     /* Keys of the wrong kind in each slot. */
-    req.ca_key = in(&bdk_aes);
+    req.ca_key = hsm_test_in(&bdk_aes);
     REFUSED(MPOS_ERR_USAGE);
-    req.bdk = in(&k_data);
+    req.bdk = hsm_test_in(&k_data);
     REFUSED(MPOS_ERR_USAGE);
-    req.bdk = in(&ca_kb);
+    req.bdk = hsm_test_in(&ca_kb);
     REFUSED(MPOS_ERR_USAGE);
-    req.ca_key = in(&k_pin);
+    req.ca_key = hsm_test_in(&k_pin);
     REFUSED(MPOS_ERR_USAGE);
     /* The CA certificate of another CA key (cert.c refuses it). */
     req.ca_cert = ca2_cert;
@@ -576,7 +531,7 @@ static void test_provision_refusals(void **state)
         csr[t.csr_len - 3] ^= 0x01;
         req.csr = csr;
         assert_true(hsm_op_provision_terminal(&V, &req, &resp) < 0);
-        assert_true(all_zero(&resp, sizeof(resp)));
+        assert_true(hsm_test_all_zero(&resp, sizeof(resp)));
         req.csr = t.csr;
         req.csr_len = t.csr_len - 1;
         REFUSED(MPOS_ERR_FORMAT);
@@ -647,7 +602,7 @@ static void test_provision_refusals(void **state)
                 buf[i / 8] = (char)(buf[i / 8] ^ (1 << (i % 8)));
                 int rc = hsm_op_provision_terminal(&V, &req, &resp);
                 assert_true(rc < 0);
-                assert_true(all_zero(&resp, sizeof(resp)));
+                assert_true(hsm_test_all_zero(&resp, sizeof(resp)));
                 buf[i / 8] = (char)(buf[i / 8] ^ (1 << (i % 8)));
             }
             assert_int_equal(hsm_op_provision_terminal(&V, &req, &resp), MPOS_OK);

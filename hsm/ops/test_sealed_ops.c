@@ -26,6 +26,7 @@
 #include "msr/msr.h"
 #include "ops.h"
 #include "test_cards.h"
+#include "test_fixture.h"
 #include "testutil.h"
 #include "txn/sealed.h"
 
@@ -42,45 +43,15 @@ static mpos_crypto_ctx cc;
 
 static int group_setup(void **state)
 {
-    uint8_t comps[2][HSM_LMK_LEN];
-    uint8_t kcvs[2][HSM_KCV_LEN];
     (void)state;
-    for (size_t i = 0; i < HSM_LMK_LEN; i++) {
-        comps[0][i] = (uint8_t)(0x01 + i);
-        comps[1][i] = (uint8_t)(0x41 + i);
-    }
-    tu_hex("40DCDF64CB", kcvs[0], HSM_KCV_LEN);
-    tu_hex("FB1523EC5F", kcvs[1], HSM_KCV_LEN);
-    if (mpos_crypto_init(&cc) != MPOS_OK || hsm_vault_init(&V) != MPOS_OK ||
-        hsm_vault_open_components(&V, (const uint8_t(*)[HSM_LMK_LEN])comps, 2,
-                                  (const uint8_t(*)[HSM_KCV_LEN])kcvs) != MPOS_OK) {
-        return -1;
-    }
-    return 0;
+    return hsm_test_open(&V, &cc);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    hsm_vault_close(&V);
-    mpos_crypto_clear(&cc);
+    hsm_test_close(&V, &cc);
     return 0;
-}
-
-static int all_zero(const void *p, size_t len)
-{
-    const uint8_t *b = p;
-    uint8_t acc = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc |= b[i];
-    }
-    return acc == 0;
-}
-
-static struct hsm_kb_in in(const struct hsm_kb_out *o)
-{
-    struct hsm_kb_in r = {o->text, o->len};
-    return r;
 }
 
 /* A key under the LMK from the clear hex value, as key.from-components forms it: component 1
@@ -177,13 +148,13 @@ static void test_key_from_components(void **state)
      * all-zero key), an EC key, a length the algorithm does not take, a B0 without scheme. */
     req.n = 1;
     assert_int_equal(hsm_op_key_from_components(&V, &req, &resp), MPOS_ERR_LENGTH);
-    assert_true(all_zero(&resp, sizeof(resp)));
+    assert_true(hsm_test_all_zero(&resp, sizeof(resp)));
     req.n = 3;
     memset(req.comp[1], 0, 32);
     assert_int_equal(hsm_op_key_from_components(&V, &req, &resp), MPOS_ERR_KEY);
     memcpy(req.comp[1], req.comp[0], 32);
     assert_int_equal(hsm_op_key_from_components(&V, &req, &resp), MPOS_ERR_KEY);
-    assert_true(all_zero(&resp, sizeof(resp)));
+    assert_true(hsm_test_all_zero(&resp, sizeof(resp)));
     req.comp[1][0] ^= 1;
     req.key_len = 20;
     assert_int_equal(hsm_op_key_from_components(&V, &req, &resp), MPOS_ERR_KEY);
@@ -438,7 +409,7 @@ static void check_open(struct term *t, const struct tc_card *c, const mpos_seale
                      MPOS_OK);
     assert_memory_equal(plain, q->card.track2, q->card.track2_len);
     assert_int_equal(plain[q->card.track2_len], 0x80);
-    assert_true(all_zero(plain + q->card.track2_len + 1, want - q->card.track2_len - 1));
+    assert_true(hsm_test_all_zero(plain + q->card.track2_len + 1, want - q->card.track2_len - 1));
     mpos_cleanse(pin, sizeof(pin));
     mpos_cleanse(plain, sizeof(plain));
 }
@@ -472,14 +443,14 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
     seal(&t, &q);
 
     memset(&req, 0, sizeof(req));
-    req.bdk = in(&t.bdk);
+    req.bdk = hsm_test_in(&t.bdk);
     req.sealed = msg;
     req.sealed_len = msg_len;
     /* Without zone keys: no PIN block, no track. */
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_OK);
     check_open(&t, c, &q, &open_resp, 0);
-    req.zpk = in(&zpk);
-    req.zek = in(&zek);
+    req.zpk = hsm_test_in(&zpk);
+    req.zek = hsm_test_in(&zek);
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_OK);
     check_open(&t, c, &q, &open_resp, 1);
     assert_int_equal(open_resp.chip_card, 1);
@@ -508,7 +479,7 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
         msg[i] ^= 0x01;
         int rc = hsm_op_sealed_open(&V, &req, &open_resp);
         assert_true(rc == MPOS_ERR_VERIFY || rc == MPOS_ERR_FORMAT);
-        assert_true(all_zero(&open_resp, sizeof(open_resp)));
+        assert_true(hsm_test_all_zero(&open_resp, sizeof(open_resp)));
         msg[i] ^= 0x01;
     }
     msg[msg_len - 1] ^= 0x80; /* the MAC itself */
@@ -523,7 +494,7 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
     } else {
         assert_int_equal(from_hex("B0", 'T', 'X', 2, TDES_BDK, &other_bdk), MPOS_OK);
     }
-    req.bdk = in(&other_bdk);
+    req.bdk = hsm_test_in(&other_bdk);
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_USAGE);
     if (scheme == MPOS_SEALED_TDES) {
         assert_int_equal(
@@ -532,28 +503,28 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
         assert_int_equal(
             from_hex("B0", 'A', 'X', 1, "FEDCBA9876543210F1F1F1F1F1F1F1F2", &other_bdk), MPOS_OK);
     }
-    req.bdk = in(&other_bdk);
+    req.bdk = hsm_test_in(&other_bdk);
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_VERIFY);
     /* Zone keys of the wrong kind: the ZPK as ZEK and back; an AES ZPK. */
-    req.bdk = in(&t.bdk);
-    req.zpk = in(&zek);
+    req.bdk = hsm_test_in(&t.bdk);
+    req.zpk = hsm_test_in(&zek);
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_USAGE);
-    req.zpk = in(&zpk);
-    req.zek = in(&zpk);
+    req.zpk = hsm_test_in(&zpk);
+    req.zek = hsm_test_in(&zpk);
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_USAGE);
-    req.zek = in(&zek);
+    req.zek = hsm_test_in(&zek);
     assert_int_equal(from_hex("P0", 'A', 'B', 0, "00112233445566778899AABBCCDDEEFF", &other_bdk),
                      MPOS_OK);
-    req.zpk = in(&other_bdk);
+    req.zpk = hsm_test_in(&other_bdk);
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_USAGE);
-    req.zpk = in(&zpk);
+    req.zpk = hsm_test_in(&zpk);
 
     /* sealed.respond: the terminal opens the response with its own response keys. */
     struct hsm_sealed_respond_req rq;
     struct hsm_sealed_respond_resp rr;
     mpos_sealed_response back;
     memset(&rq, 0, sizeof(rq));
-    rq.bdk = in(&t.bdk);
+    rq.bdk = hsm_test_in(&t.bdk);
     rq.scheme = (uint8_t)scheme;
     memcpy(rq.ksn, t.ksn, t.ksn_len);
     rq.ksn_len = t.ksn_len;
@@ -587,7 +558,7 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
     /* Fields the format refuses. */
     strcpy(rq.response_code, "0");
     assert_int_equal(hsm_op_sealed_respond(&V, &rq, &rr), MPOS_ERR_FORMAT);
-    assert_true(all_zero(&rr, sizeof(rr)));
+    assert_true(hsm_test_all_zero(&rr, sizeof(rr)));
     strcpy(rq.response_code, "05");
     rq.iad_len = 4;
     assert_int_equal(hsm_op_sealed_respond(&V, &rq, &rr), MPOS_ERR_FORMAT);
@@ -628,7 +599,7 @@ static void test_sealed_stripe(void **state)
         sale(&t, c, MPOS_ENTRY_MAGSTRIPE, &q);
         seal(&t, &q);
         memset(&req, 0, sizeof(req));
-        req.bdk = in(&t.bdk);
+        req.bdk = hsm_test_in(&t.bdk);
         req.sealed = msg;
         req.sealed_len = msg_len;
         assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_OK);
@@ -673,6 +644,35 @@ static void test_sealed_stripe(void **state)
         assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_VERIFY);
         assert_int_equal(open_resp.fields.reversal_reason, 0);
     }
+    /* docs/protocol.md 2.3 DF35: a retry (new KSN, same sequence, no PIN block) comes back with
+     * its flag; the first send of the same transaction without it; the flag is MAC'd. */
+    for (int retry = 0; retry <= 1; retry++) {
+        term_next(&t);
+        sale(&t, chip, MPOS_ENTRY_CHIP, &q);
+        q.sequence = 78;
+        if (retry) {
+            q.retry = 1;
+            q.has_pin = 0;
+            q.pin_format = 0;
+            q.pin_block_len = 0;
+            memset(q.pin_block, 0, sizeof(q.pin_block));
+        }
+        seal(&t, &q);
+        req.sealed_len = msg_len;
+        assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_OK);
+        assert_int_equal(open_resp.fields.msg_type, MPOS_SEALED_MSG_REQUEST);
+        assert_int_equal(open_resp.fields.retry, retry);
+        assert_int_equal(open_resp.fields.sequence, 78);
+        assert_int_equal(open_resp.has_pin, !retry);
+        if (retry) {
+            size_t at = msg_len - (3 + 8) - 1; /* TDES: an 8-byte MAC after DF35 01 01 */
+            assert_int_equal(msg[at - 2], 0x35);
+            assert_int_equal(msg[at], 1);
+            msg[at] = 0;
+            assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_VERIFY);
+            assert_int_equal(open_resp.fields.retry, 0);
+        }
+    }
     /* Garbage and oversized input. */
     req.sealed_len = 0;
     assert_int_equal(hsm_op_sealed_open(&V, &req, &open_resp), MPOS_ERR_LENGTH);
@@ -703,7 +703,7 @@ static void test_params_sign(void **state)
     assert_int_equal(
         mpos_tlv_put(data, sizeof(data), &len, 0xE4, (const uint8_t *)"\xC1\x01\x01", 3), MPOS_OK);
     memset(&req, 0, sizeof(req));
-    req.key = in(&key.key);
+    req.key = hsm_test_in(&key.key);
     req.data = data;
     req.data_len = len;
     assert_int_equal(hsm_op_params_sign(&V, &req, &resp), MPOS_OK);
@@ -724,7 +724,7 @@ static void test_params_sign(void **state)
     /* Anything but one whole E6 / E4 object is refused. */
     data[0] = 0xE5;
     assert_int_equal(hsm_op_params_sign(&V, &req, &resp), MPOS_ERR_FORMAT);
-    assert_true(all_zero(&resp, sizeof(resp)));
+    assert_true(hsm_test_all_zero(&resp, sizeof(resp)));
     data[0] = 0xE4;
     data[len] = 0x00;
     req.data_len = len + 1;
@@ -743,7 +743,7 @@ static void test_params_sign(void **state)
     g.attr.exportability = 'N';
     g.key_len = 16;
     assert_int_equal(hsm_op_generate_key(&V, &g, &aes), MPOS_OK);
-    req.key = in(&aes.key);
+    req.key = hsm_test_in(&aes.key);
     assert_int_equal(hsm_op_params_sign(&V, &req, &resp), MPOS_ERR_USAGE);
 }
 

@@ -108,6 +108,7 @@ static const struct hsm_tag_info tags[HSM_PROTO_MAX_TAG + 1] = {
     TAG(HSM_TAG_COMPONENT_KCVS, HSM_FT_BYTES, 15, "component-kcvs"),
     TAG(HSM_TAG_DNS_NAME, HSM_FT_TEXT, 253, "dns-name"),
     TAG(HSM_TAG_REV_REASON, HSM_FT_U8, 1, "reversal-reason"),
+    TAG(HSM_TAG_RETRY, HSM_FT_U8, 1, "retry"),
 };
 
 const struct hsm_tag_info *hsm_proto_tag(unsigned tag)
@@ -294,7 +295,7 @@ static const struct hsm_field_spec sealed_open_resp[] = {
     {HSM_TAG_EMV, OPT, 1, 255},        {HSM_TAG_CHIP_CARD, REQ, 1, 1},
     {HSM_TAG_HAS_PIN, REQ, 1, 1},      {HSM_TAG_PIN_BLOCK, OPT, 8, 8},
     {HSM_TAG_IV, OPT, 8, 8},           {HSM_TAG_TRACK2_ENC, OPT, 8, 24},
-    {HSM_TAG_REV_REASON, OPT, 1, 1},
+    {HSM_TAG_REV_REASON, OPT, 1, 1},   {HSM_TAG_RETRY, OPT, 1, 1},
 };
 static const struct hsm_field_spec sealed_respond_req[] = {KB(HSM_TAG_BDK),
                                                            {HSM_TAG_SCHEME, REQ, 1, 1},

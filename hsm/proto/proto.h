@@ -176,7 +176,8 @@ enum hsm_tag {
     HSM_TAG_COMPONENT3 = 98,     /* bytes: clear key component 3 (optional) */
     HSM_TAG_COMPONENT_KCVS = 99, /* bytes: the components' check values, one after the other */
     HSM_TAG_DNS_NAME = 100,      /* text: DNS name of a TLS server certificate, 1..253 */
-    HSM_TAG_REV_REASON = 101     /* u8: sealed reversal's reason 1..4 (docs/protocol.md DF34) */
+    HSM_TAG_REV_REASON = 101,    /* u8: sealed reversal's reason 1..4 (docs/protocol.md DF34) */
+    HSM_TAG_RETRY = 102          /* u8: 1, a sealed request's retry flag (docs/protocol.md DF35) */
 };
 
 struct hsm_tag_info {

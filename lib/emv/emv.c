@@ -443,6 +443,92 @@ exit:
     return rc;
 }
 
+int mpos_emv_derive_ac_sk(mpos_crypto_ctx *cc, const uint8_t *imk, size_t imk_len, const char *pan,
+                          const char *psn, const uint8_t atc[MPOS_EMV_ATC_LEN],
+                          uint8_t sk[MPOS_EMV_KEY_LEN])
+{
+    uint8_t mk[MPOS_EMV_KEY_LEN];
+    if (sk == NULL) {
+        return MPOS_ERR_ARG;
+    }
+    if (pan == NULL) {
+        mpos_cleanse(sk, MPOS_EMV_KEY_LEN);
+        return MPOS_ERR_ARG;
+    }
+    /* Option B equals option A up to 16 digits; naming A there keeps the common case obvious. */
+    enum mpos_emv_mk_option opt = strlen(pan) > 16 ? MPOS_EMV_MK_OPTION_B : MPOS_EMV_MK_OPTION_A;
+    int rc = mpos_emv_derive_icc_mk(cc, opt, imk, imk_len, pan, psn, mk);
+    if (rc == MPOS_OK) {
+        rc = mpos_emv_derive_sk(cc, MPOS_EMV_SK_COMMON, mk, sizeof(mk), atc, sk);
+    } else {
+        mpos_cleanse(sk, MPOS_EMV_KEY_LEN);
+    }
+    MPOS_WIPE_BUFFER(mk);
+    return rc;
+}
+
+const uint32_t mpos_emv_ac_field_tags[MPOS_EMV_AC_FIELD_COUNT] = {
+    0x9F02, 0x9F03, 0x9F1A, 0x95, 0x5F2A, 0x9A, 0x9C, 0x9F37, 0x82, 0x9F36};
+
+int mpos_emv_ac_field_set(struct mpos_emv_ac_fields *fields, uint32_t tag, const uint8_t *value,
+                          size_t len)
+{
+    if (fields == NULL || value == NULL) {
+        return MPOS_ERR_ARG;
+    }
+    uint8_t *dst;
+    size_t want;
+    switch (tag) {
+    case 0x9F02:
+        dst = fields->amount_authorised;
+        want = sizeof(fields->amount_authorised);
+        break;
+    case 0x9F03:
+        dst = fields->amount_other;
+        want = sizeof(fields->amount_other);
+        break;
+    case 0x9F1A:
+        dst = fields->terminal_country;
+        want = sizeof(fields->terminal_country);
+        break;
+    case 0x95:
+        dst = fields->tvr;
+        want = sizeof(fields->tvr);
+        break;
+    case 0x5F2A:
+        dst = fields->currency;
+        want = sizeof(fields->currency);
+        break;
+    case 0x9A:
+        dst = fields->date;
+        want = sizeof(fields->date);
+        break;
+    case 0x9C:
+        dst = &fields->type;
+        want = sizeof(fields->type);
+        break;
+    case 0x9F37:
+        dst = fields->un;
+        want = sizeof(fields->un);
+        break;
+    case 0x82:
+        dst = fields->aip;
+        want = sizeof(fields->aip);
+        break;
+    case 0x9F36:
+        dst = fields->atc;
+        want = sizeof(fields->atc);
+        break;
+    default:
+        return MPOS_ERR_ARG;
+    }
+    if (len != want) {
+        return MPOS_ERR_LENGTH;
+    }
+    memcpy(dst, value, len);
+    return MPOS_OK;
+}
+
 int mpos_emv_ac_data_build(const struct mpos_emv_ac_fields *fields, uint8_t *out, size_t cap,
                            size_t *out_len)
 {

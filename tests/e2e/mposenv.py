@@ -43,6 +43,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testutil"))
+import mpostest  # noqa: E402 (tests/testutil)
+
 SERVICE_UID = 65534
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PCSCD = "/usr/sbin/pcscd"
@@ -630,18 +633,7 @@ class Env:
 
     def cardsim(self, line):
         """One control command of mpos-cardsim (insert SLOT NAME, remove SLOT, ...)."""
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(5)
-        s.connect(self.cardsim_ctl)
-        s.sendall((line + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            c = s.recv(512)
-            if not c:
-                break
-            buf += c
-        s.close()
-        ans = buf.decode().strip()
+        ans = mpostest.unix_request(self.cardsim_ctl, line, timeout=5, bufsize=512)
         if not ans.startswith("ok"):
             raise EnvError("mpos-cardsim %r: %s" % (line, ans))
         return ans
@@ -694,18 +686,7 @@ class Env:
 
     def switch(self, line):
         """One control command of mpos-switchsim (delay MS, drop N, late MS, ledger, ...)."""
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(10)
-        s.connect(self.switch_ctl)
-        s.sendall((line + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            c = s.recv(4096)
-            if not c:
-                break
-            buf += c
-        s.close()
-        ans = buf.decode().strip()
+        ans = mpostest.unix_request(self.switch_ctl, line, timeout=10, bufsize=4096)
         if ans.startswith("error"):
             raise EnvError("mpos-switchsim %r: %s" % (line, ans))
         return ans
@@ -748,8 +729,10 @@ class Env:
         self.start_backend(extra_policy)
         self.write_host_config()
 
-    def start_terminal(self, keys=None):
-        """(Re)starts mpos-terminal run with a scripted keypad (docs: --keys)."""
+    def start_terminal(self, keys=None, online_timeout=None, retry_delay=None, retries=None):
+        """(Re)starts mpos-terminal run with a scripted keypad (docs: --keys); the online
+        timing options (--online-timeout, --retry-delay, --retries: docs/protocol.md 2.8) when
+        given."""
         if self.terminal_proc is not None:
             self._stop_one(self.terminal_proc)
         self.link = os.path.join(self.ks, "link.sock")
@@ -762,6 +745,10 @@ class Env:
         # Always scripted: without --keys the terminal would read a TTY. An exhausted script
         # makes the keypad time out.
         argv += ["--keys", keys or "wait:1"]
+        for opt, v in (("--online-timeout", online_timeout), ("--retry-delay", retry_delay),
+                       ("--retries", retries)):
+            if v is not None:
+                argv += [opt, str(v)]
         self.terminal_proc = self.start("mpos-terminal", argv)
         self.wait_for("mpos-terminal link socket", lambda: _unix_listening(self.link),
                       self.terminal_proc)

@@ -12,6 +12,10 @@ mpos-backend, mpos-cardsim behind a real pcscd, mpos-terminal run) and, through 
   declined 55         card "wrong-pin" with a wrong PIN: 55, no debit
   retried             the switch answers the same request twice: one approval, one journal
                       row, one debit
+  retried after a     the switch answers late (1.5 s, under the back end's 2 s upstream
+  lost response       timeout) and the terminal gives up after 1 s: it retries under a new
+                      KSN with the same sequence number (docs/protocol.md 2.8) and gets the
+                      first outcome: approved, one journal row, one debit, no reversal
   void                supervisor voids the first sale by its RRN: journal type 2 naming the
                       original, the ledger gives the money back
   refund              supervisor refunds part of the retried sale: journal type 3 naming
@@ -30,6 +34,7 @@ usage: test_e2e_sales.py (environment: MPOS_BUILD_DIR, MPOS_TEST_ARTIFACTS, MPOS
 """
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2etest  # noqa: E402
@@ -62,12 +67,14 @@ def ledger_balance(env, card):
     return int(round(float(v) * 100)) if "." in v else int(v)
 
 
-def txn(env, *args, card="approve", keys=GOOD_PIN, user=None, location=None, timeout=60):
+def txn(env, *args, card="approve", keys=GOOD_PIN, user=None, location=None, timeout=60,
+        terminal_opts=None):
     """One transaction through mpos-host: card in slot 0, a fresh terminal process with the
-    keypad script (each host command is a new link connection and tunnel anyway)."""
+    keypad script (each host command is a new link connection and tunnel anyway) and
+    terminal_opts (start_terminal's keyword options)."""
     if card:
         env.insert(card)
-    env.start_terminal(keys)
+    env.start_terminal(keys, **(terminal_opts or {}))
     try:
         p = env.host(*args, location=location, timeout=timeout)
     finally:
@@ -172,6 +179,35 @@ def t_retried(env):
     STATE["retried"] = j[-1]
 
 
+def t_retried_lost_response(env):
+    before = ledger_balance(env, "approve")
+    n0 = len(rows(env))
+    rev0 = env.sql("SELECT COUNT(*) FROM reversals")[0][0]
+    # The back end's upstream timeout is 2 s ([upstream] timeout_ms): the switch answers after
+    # 1.5 s, so the first send is approved; the terminal stopped waiting after 1 s and
+    # retries 2.5 s later, when the journal has the outcome.
+    env.switch("late 1500")
+    try:
+        p, r = txn(env, "sale", "--amount", "3.25",
+                   terminal_opts={"online_timeout": 1000, "retry_delay": 2500})
+        check(p.returncode == 0, "exit %d (approved is 0)" % p.returncode, p.stdout, p.stderr)
+        j = rows(env)
+        check(len(j) == n0 + 1, "one journal row", j[n0:])
+        e = j[-1]
+        check(e["response_code"] == "00" and e["amount"] == 325 and e["state"] == "done",
+              "journal row", e)
+        check(e["rrn"] in p.stdout, "receipt: the first outcome's RRN %s" % e["rrn"], p.stdout)
+    finally:
+        # A reversal the terminal would hold goes at its next host connection: this one, so
+        # that it shows below (and never lands in the next scenario's ledger arithmetic).
+        txn(env, "balance")
+        time.sleep(2)
+    rv = env.sql("SELECT COUNT(*) FROM reversals")[0][0]
+    check(rv == rev0, "a reversal was queued", rv)
+    check(env.journal("id=?", (e["id"],))[0]["reversed"] == 0, "journal: reversed")
+    check(ledger_balance(env, "approve") == before - 325, "ledger: exactly one debit")
+
+
 def t_void(env):
     orig = STATE.get("sale")
     check(orig, "no approved sale to void")
@@ -262,6 +298,7 @@ SCENARIOS = [
     ("declined 51", t_declined_51),
     ("declined 55 wrong PIN", t_declined_55),
     ("retried: one charge", t_retried),
+    ("retried after a lost response: one charge", t_retried_lost_response),
     ("void", t_void),
     ("refund", t_refund),
     ("reversal after switch timeout", t_switch_timeout),

@@ -280,6 +280,103 @@ static void test_ac_data_build(void **state)
     assert_int_equal(mpos_emv_ac_data_build(NULL, out, sizeof(out), &len), MPOS_ERR_ARG);
 }
 
+/* mpos_emv_ac_field_set and mpos_emv_ac_field_tags: each tag fills its own field, in the
+ * order mpos_emv_ac_data_build concatenates them; a wrong length or another tag stores nothing. */
+static void test_ac_field_set(void **state)
+{
+    (void)state;
+    static const size_t lens[MPOS_EMV_AC_FIELD_COUNT] = {6, 6, 2, 5, 2, 3, 1, 4, 2, 2};
+    struct mpos_emv_ac_fields f, before;
+    uint8_t v[8], out[MPOS_EMV_AC_DATA_MAX_LEN], expect[MPOS_EMV_AC_MIN_DATA_LEN];
+    size_t len = 0, at = 0;
+    memset(&f, 0, sizeof(f));
+    for (size_t i = 0; i < MPOS_EMV_AC_FIELD_COUNT; i++) {
+        /* Every byte says which field and which position it is, so a swap shows. */
+        for (size_t j = 0; j < lens[i]; j++) {
+            v[j] = (uint8_t)(((i + 1) << 4) | j);
+        }
+        assert_int_equal(mpos_emv_ac_field_set(&f, mpos_emv_ac_field_tags[i], v, lens[i]), MPOS_OK);
+        memcpy(expect + at, v, lens[i]);
+        at += lens[i];
+    }
+    assert_int_equal(at, MPOS_EMV_AC_MIN_DATA_LEN);
+    assert_int_equal(mpos_emv_ac_data_build(&f, out, sizeof(out), &len), MPOS_OK);
+    assert_int_equal(len, MPOS_EMV_AC_MIN_DATA_LEN);
+    assert_memory_equal(out, expect, len);
+
+    /* The values of test_ac_data_build, by tag, give its known AC data. */
+    tu_hex("000000002000", v, 6);
+    assert_int_equal(mpos_emv_ac_field_set(&f, 0x9F02, v, 6), MPOS_OK);
+    tu_hex("0000008000", v, 5);
+    assert_int_equal(mpos_emv_ac_field_set(&f, 0x95, v, 5), MPOS_OK);
+    assert_int_equal(f.amount_authorised[4], 0x20);
+    assert_int_equal(f.tvr[3], 0x80);
+
+    memcpy(&before, &f, sizeof(f));
+    memset(v, 0xEE, sizeof(v));
+    assert_int_equal(mpos_emv_ac_field_set(&f, 0x9F02, v, 5), MPOS_ERR_LENGTH);
+    assert_int_equal(mpos_emv_ac_field_set(&f, 0x9C, v, 2), MPOS_ERR_LENGTH);
+    assert_int_equal(mpos_emv_ac_field_set(&f, 0x9F26, v, 8), MPOS_ERR_ARG);
+    assert_int_equal(mpos_emv_ac_field_set(&f, 0x9F10, v, 8), MPOS_ERR_ARG);
+    assert_int_equal(mpos_emv_ac_field_set(NULL, 0x9C, v, 1), MPOS_ERR_ARG);
+    assert_int_equal(mpos_emv_ac_field_set(&f, 0x9C, NULL, 1), MPOS_ERR_ARG);
+    assert_memory_equal(&f, &before, sizeof(f));
+}
+
+/* mpos_emv_derive_ac_sk is the option A (B over 16 digits) ICC MK, then the common session key;
+ * pyemv README IMK and PANs of 17 digits (option B differs from A there) and 13 digits. */
+static void test_derive_ac_sk(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pan, *psn;
+        enum mpos_emv_mk_option opt;
+    } cases[] = {{"99012345678901234", "45", MPOS_EMV_MK_OPTION_B},
+                 {"6228000100001", "01", MPOS_EMV_MK_OPTION_A},
+                 {"6228000100001", NULL, MPOS_EMV_MK_OPTION_A}};
+    uint8_t imk[16], atc[2], mk[16], expect[16], sk[16], other[16];
+    tu_hex("0123456789ABCDEFFEDCBA9876543210", imk, sizeof(imk));
+    tu_hex("0240", atc, sizeof(atc));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(
+            mpos_emv_derive_icc_mk(&cc, cases[i].opt, imk, 16, cases[i].pan, cases[i].psn, mk),
+            MPOS_OK);
+        assert_int_equal(mpos_emv_derive_sk(&cc, MPOS_EMV_SK_COMMON, mk, 16, atc, expect), MPOS_OK);
+        assert_int_equal(mpos_emv_derive_ac_sk(&cc, imk, 16, cases[i].pan, cases[i].psn, atc, sk),
+                         MPOS_OK);
+        assert_memory_equal(sk, expect, 16);
+    }
+    /* For the 17-digit PAN, option A would give another key. */
+    assert_int_equal(
+        mpos_emv_derive_icc_mk(&cc, MPOS_EMV_MK_OPTION_A, imk, 16, "99012345678901234", "45", mk),
+        MPOS_OK);
+    assert_int_equal(mpos_emv_derive_sk(&cc, MPOS_EMV_SK_COMMON, mk, 16, atc, other), MPOS_OK);
+    assert_int_equal(mpos_emv_derive_ac_sk(&cc, imk, 16, "99012345678901234", "45", atc, sk),
+                     MPOS_OK);
+    assert_memory_not_equal(sk, other, 16);
+
+    /* Errors: the failing step's error, and a zeroed key. */
+    memset(sk, 0xAA, sizeof(sk));
+    assert_int_equal(mpos_emv_derive_ac_sk(&cc, imk, 15, "6228000100001", "01", atc, sk),
+                     MPOS_ERR_KEY);
+    assert_true(is_zero(sk, 16));
+    memset(sk, 0xAA, sizeof(sk));
+    assert_int_equal(mpos_emv_derive_ac_sk(&cc, imk, 16, "62280001", "01", atc, sk), MPOS_ERR_PAN);
+    assert_true(is_zero(sk, 16));
+    memset(sk, 0xAA, sizeof(sk));
+    assert_int_equal(mpos_emv_derive_ac_sk(&cc, imk, 16, NULL, "01", atc, sk), MPOS_ERR_ARG);
+    assert_true(is_zero(sk, 16));
+    memset(sk, 0xAA, sizeof(sk));
+    assert_int_equal(mpos_emv_derive_ac_sk(&cc, imk, 16, "6228000100001", "01", NULL, sk),
+                     MPOS_ERR_ARG);
+    assert_true(is_zero(sk, 16));
+    assert_int_equal(mpos_emv_derive_ac_sk(&cc, imk, 16, "6228000100001", "01", atc, NULL),
+                     MPOS_ERR_ARG);
+    mpos_cleanse(mk, sizeof(mk));
+    mpos_cleanse(sk, sizeof(sk));
+    mpos_cleanse(expect, sizeof(expect));
+}
+
 /* ---- the test cards of shared/testdata/cards.tsv ---- */
 
 #define MAX_CARDS 32
@@ -692,6 +789,8 @@ int main(void)
         cmocka_unit_test(test_pboc_public_example),
         cmocka_unit_test(test_common_sk_parity),
         cmocka_unit_test(test_ac_data_build),
+        cmocka_unit_test(test_ac_field_set),
+        cmocka_unit_test(test_derive_ac_sk),
         cmocka_unit_test(test_cards_option_b),
         cmocka_unit_test(test_cards_round_trip),
         cmocka_unit_test(test_rejects),

@@ -695,7 +695,7 @@ static int check_arqc(sw_issuer *is, const struct sw_card *c, const mpos_iso8583
     size_t l55 = 0, ac_len = 0;
     int present = 0, found = 0, rc;
     struct mpos_emv_ac_fields f;
-    uint8_t mk[16], ac_data[MPOS_EMV_AC_DATA_MAX_LEN];
+    uint8_t ac_data[MPOS_EMV_AC_DATA_MAX_LEN];
     mpos_tlv obj;
     memset(er, 0, sizeof(*er));
     memset(&f, 0, sizeof(f));
@@ -705,29 +705,16 @@ static int check_arqc(sw_issuer *is, const struct sw_card *c, const mpos_iso8583
     if (mpos_tlv_validate(d55, l55, MPOS_TLV_CARD) != MPOS_OK) {
         return MPOS_ERR_FORMAT;
     }
-    static const struct {
-        uint32_t tag;
-        size_t off, len;
-    } map[] = {{0x9F02, offsetof(struct mpos_emv_ac_fields, amount_authorised), 6},
-               {0x9F03, offsetof(struct mpos_emv_ac_fields, amount_other), 6},
-               {0x9F1A, offsetof(struct mpos_emv_ac_fields, terminal_country), 2},
-               {0x95, offsetof(struct mpos_emv_ac_fields, tvr), 5},
-               {0x5F2A, offsetof(struct mpos_emv_ac_fields, currency), 2},
-               {0x9A, offsetof(struct mpos_emv_ac_fields, date), 3},
-               {0x9C, offsetof(struct mpos_emv_ac_fields, type), 1},
-               {0x9F37, offsetof(struct mpos_emv_ac_fields, un), 4},
-               {0x82, offsetof(struct mpos_emv_ac_fields, aip), 2},
-               {0x9F36, offsetof(struct mpos_emv_ac_fields, atc), 2}};
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        if (mpos_tlv_find(d55, l55, MPOS_TLV_CARD, map[i].tag, &obj, &found) != MPOS_OK) {
+    for (size_t i = 0; i < MPOS_EMV_AC_FIELD_COUNT; i++) {
+        uint32_t tag = mpos_emv_ac_field_tags[i];
+        if (mpos_tlv_find(d55, l55, MPOS_TLV_CARD, tag, &obj, &found) != MPOS_OK) {
             return MPOS_ERR_FORMAT;
         }
         if (found) {
-            if (obj.len != map[i].len) {
+            if (mpos_emv_ac_field_set(&f, tag, obj.value, obj.len) != MPOS_OK) {
                 return MPOS_ERR_FORMAT;
             }
-            memcpy((uint8_t *)&f + map[i].off, obj.value, obj.len);
-            if (map[i].tag == 0x9F02) {
+            if (tag == 0x9F02) {
                 er->amount_known = 1;
                 er->amount = bcd_amount(obj.value);
             }
@@ -753,11 +740,7 @@ static int check_arqc(sw_issuer *is, const struct sw_card *c, const mpos_iso8583
         f.iad_part = obj.value + 3;
         f.iad_part_len = (size_t)obj.value[3] + 1;
     }
-    enum mpos_emv_mk_option opt = strlen(c->pan) > 16 ? MPOS_EMV_MK_OPTION_B : MPOS_EMV_MK_OPTION_A;
-    rc = mpos_emv_derive_icc_mk(&is->cc, opt, c->imk, sizeof(c->imk), c->pan, c->psn, mk);
-    if (rc == MPOS_OK) {
-        rc = mpos_emv_derive_sk(&is->cc, MPOS_EMV_SK_COMMON, mk, sizeof(mk), f.atc, er->sk);
-    }
+    rc = mpos_emv_derive_ac_sk(&is->cc, c->imk, sizeof(c->imk), c->pan, c->psn, f.atc, er->sk);
     if (rc == MPOS_OK) {
         rc = mpos_emv_ac_data_build(&f, ac_data, sizeof(ac_data), &ac_len);
     }
@@ -766,7 +749,6 @@ static int check_arqc(sw_issuer *is, const struct sw_card *c, const mpos_iso8583
         er->verified = rc == MPOS_OK;
         rc = MPOS_OK;
     }
-    MPOS_WIPE_BUFFER(mk);
     MPOS_WIPE_BUFFER(ac_data);
     return rc;
 }

@@ -72,6 +72,30 @@ int mpos_bk_txn_settle(mpos_bk_txn *p, const char *merchant_id, char *text, size
     return 0;
 }
 
+/* A fixed journal: RRN 000000000001 an approved sale of 1234 in 156; 000000000002 voided;
+ * 000000000003 declined; any other unknown (the same for every merchant). */
+int mpos_bk_txn_lookup(mpos_bk_txn *p, const char *merchant_id, const char *rrn, uint64_t *amount,
+                       uint16_t *currency, int *state)
+{
+    if (p == NULL || merchant_id == NULL || rrn == NULL || amount == NULL || currency == NULL ||
+        state == NULL) {
+        return MPOS_ERR_ARG;
+    }
+    *amount = 0;
+    *currency = 0;
+    *state = MPOS_BK_ORIG_NOT_FOUND;
+    if (strcmp(rrn, "000000000001") == 0) {
+        *state = MPOS_BK_ORIG_APPROVED;
+        *amount = 1234;
+        *currency = 156;
+    } else if (strcmp(rrn, "000000000002") == 0) {
+        *state = MPOS_BK_ORIG_VOIDED;
+    } else if (strcmp(rrn, "000000000003") == 0) {
+        *state = MPOS_BK_ORIG_NOT_APPROVED;
+    }
+    return 0;
+}
+
 void mpos_bk_txn_stop(mpos_bk_txn *p)
 {
     free(p);

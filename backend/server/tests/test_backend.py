@@ -349,11 +349,50 @@ def check_roles(be):
     h = be.host()
     f = h.login(MERCHANT, "bob", PASSWORDS["bob"])
     assert f[bc.T["role"]] == b"supervisor"
-    h.txn_begin(2, 100, reference="000000000001")
+    h.txn_begin(2, 0, reference="000000000001")
     h.expect(bc.TXN_OK)
     h.send(bc.SETTLE)
     f = h.expect(bc.SETTLE_OK)
     assert b"batch=" in f[bc.T["text"]]
+    h.close()
+
+
+def _err(h, send, code):
+    send()
+    return h.expect_error(code)
+
+
+def check_void_by_ref(be):
+    """TXN_BEGIN void/refund: the back end looks the original up by RRN (the double's journal:
+    ...001 an approved sale of 1234 in 156, ...002 voided, ...003 declined) and TXN_OK carries
+    its amount and currency."""
+    h = be.host()
+    h.login(MERCHANT, "bob", PASSWORDS["bob"])
+    h.txn_begin(2, 0, currency=840, reference="000000000001")  # the RRN only
+    f = h.expect(bc.TXN_OK)
+    assert struct.unpack(">Q", f[bc.T["amount"]])[0] == 1234, f
+    assert struct.unpack(">H", f[bc.T["currency"]])[0] == 156, f
+    h.txn_begin(2, 1234, reference="000000000001")  # the right amount: fine too
+    h.expect(bc.TXN_OK)
+    for ref, why in (("000000000009", b"original-not-found"),
+                     ("000000000002", b"original-already-voided"),
+                     ("000000000003", b"original-not-approved"),
+                     ("12345", b"original-not-found")):
+        f = _err(h, lambda: h.txn_begin(2, 0, reference=ref), 1)
+        assert f[bc.T["message"]] == why, (ref, f)
+    f = _err(h, lambda: h.txn_begin(2, 99, reference="000000000001"), 1)
+    assert f[bc.T["message"]] == b"amount-differs", f
+    # Refund: up to the original's amount, in its currency.
+    h.txn_begin(3, 1000, currency=840, reference="000000000001")
+    f = h.expect(bc.TXN_OK)
+    assert struct.unpack(">Q", f[bc.T["amount"]])[0] == 1000, f
+    assert struct.unpack(">H", f[bc.T["currency"]])[0] == 156, f
+    f = _err(h, lambda: h.txn_begin(3, 1235, reference="000000000001"), 1)
+    assert f[bc.T["message"]] == b"refund-above-original", f
+    # A sale's TXN_OK carries nothing.
+    h.txn_begin(1, 5)
+    f = h.expect(bc.TXN_OK)
+    assert bc.T["amount"] not in f, f
     h.close()
 
 
@@ -386,6 +425,38 @@ def check_resume(be):
     h5 = be.host(device_id=device)
     h5.resume(token, expect=2)
     h5.close()
+
+
+def check_restart(tmp, fleet, be):
+    """Sessions are rows of the store: they survive a restart of mpos-backend; a revoked one
+    stays revoked. Returns the new back end."""
+    h = be.host()
+    h.login(MERCHANT, "dave", PASSWORDS["dave"])
+    token, device = h.token, h.env.device_id
+    h.close()
+    h = be.host()
+    h.login(MERCHANT, "dave", PASSWORDS["dave"])
+    revoked, revoked_device = h.token, h.env.device_id
+    h.send(bc.LOGOUT)
+    h.expect(bc.LOGOUT_OK)
+    h.close()
+    prev_log = be.stop()
+    be = Backend(tmp, fleet)
+    be.prev_log = prev_log
+    h = be.host(device_id=device)
+    f = h.resume(token)
+    assert f[bc.T["role"]] == b"cashier" and f[bc.T["merchant"]] == MERCHANT.encode()
+    h.txn_begin(1, 42)
+    h.expect(bc.TXN_OK)
+    h.close()
+    h = be.host(device_id=revoked_device)
+    h.resume(revoked, expect=2)
+    h.close()
+    # Still bound to its device after the restart.
+    h = be.host()
+    h.resume(token, expect=2)
+    h.close()
+    return be
 
 
 def check_limits(be):
@@ -594,13 +665,20 @@ def main():
     failed = 0
     try:
         be = Backend(tmp, fleet)
+
+        def restart(old):
+            nonlocal be
+            be = check_restart(tmp, fleet, old)
+
         checks = [("login", lambda: check_login(be)), ("lockout", lambda: check_lockout(be)),
                   ("envelope", lambda: check_envelope(be)),
                   ("integrity", lambda: check_integrity(be)), ("roles", lambda: check_roles(be)),
+                  ("void_by_ref", lambda: check_void_by_ref(be)),
                   ("resume", lambda: check_resume(be)), ("tunnel", lambda: check_tunnel(be, fleet)),
                   ("refused_terminals", lambda: check_refused_terminals(tmp, be, fleet)),
                   ("limits", lambda: check_limits(be)),
                   ("shutdown", lambda: check_shutdown(be, fleet))]
+        checks.insert(len(checks) - 1, ("restart", lambda: restart(be)))
         for name, fn in checks:
             try:
                 fn()
@@ -609,7 +687,7 @@ def main():
                 failed += 1
                 print("FAIL %s" % name)
                 traceback.print_exc()
-        log = be.stop()
+        log = getattr(be, "prev_log", "") + be.stop()
         be = None
         # Logs: key=value lines; no password, token or activation code in them.
         for user, pw in PASSWORDS.items():

@@ -290,6 +290,8 @@ static size_t field55(uint8_t *out, size_t cap, uint64_t amount)
 
 /* The reason the next sealed reversal carries (docs/protocol.md 2.3 DF34). */
 static uint8_t rev_reason = MPOS_SEALED_REV_CARD_DECLINED;
+/* 1: the next sealed requests are retries (docs/protocol.md 2.3 DF35; no PIN block then). */
+static uint8_t seal_retry;
 
 /* Seals a request (type 1 sale ..., msg_type request or reversal, which carries rev_reason)
  * with the next KSN. */
@@ -309,6 +311,7 @@ static void seal(struct sealed_msg *m, uint8_t msg_type, uint32_t seq, uint8_t t
                      MPOS_OK);
     q.msg_type = msg_type;
     q.reversal_reason = msg_type == MPOS_SEALED_MSG_REVERSAL ? rev_reason : 0;
+    q.retry = msg_type == MPOS_SEALED_MSG_REQUEST ? seal_retry : 0;
     q.sequence = seq;
     q.txn_type = type;
     q.amount = amount;
@@ -504,6 +507,97 @@ static void test_retry_same_sequence(void **state)
     assert_string_equal(r2.rrn, r1.rrn);
     assert_string_equal(r2.auth_code, r1.auth_code);
     assert_int_equal(count_in_log("\"mti\": \"0200\""), upstream);
+}
+
+/* Journal rows of this terminal's sequence number (0 or 1: (serial, sequence) is unique). */
+static int journal_rows(uint32_t seq, struct mpos_store_journal *e)
+{
+    mpos_store *st = NULL;
+    assert_int_equal(mpos_store_open(db, 0, 0, &st), MPOS_OK);
+    int rc = mpos_store_journal_get(st, SERIAL, seq, e);
+    mpos_store_close(st);
+    assert_true(rc == MPOS_OK || rc == MPOS_STORE_NOT_FOUND);
+    return rc == MPOS_OK;
+}
+
+/* docs/protocol.md 2.8: a retry (DF35: new KSN, same sequence, no PIN block) is answered from
+ * the journal: the first outcome when it is final (no second journal row, nothing upstream),
+ * 94 while the first is in flight, 25 for a sequence never seen (nothing journaled, nothing
+ * upstream: a retry never starts a charge). */
+static void test_retry_flag(void **state)
+{
+    (void)state;
+    struct sealed_msg m1, m2;
+    mpos_sealed_response r1, r2;
+    mpos_bk_txn_outcome o;
+    mpos_bk_txn_context c;
+    struct mpos_store_journal e, e2;
+    uint32_t seq = next_seq++;
+    context(&c, 1, 3151, MPOS_ROLE_CASHIER);
+    /* Final: the first send (with its PIN) declined 51 by the issuer (a decline, so that the
+     * settlement test's totals stay as they are); the retry gets that outcome. */
+    seal(&m1, MPOS_SEALED_MSG_REQUEST, seq, 1, 3151, NULL, 1, 1);
+    assert_int_equal(run(&c, &m1, &r1, &o), MPOS_OK);
+    assert_string_equal(o.response_code, "51");
+    int upstream = count_in_log("\"mti\": \"0200\"");
+    assert_int_equal(journal_rows(seq, &e), 1);
+    seal_retry = 1;
+    seal(&m2, MPOS_SEALED_MSG_REQUEST, seq, 1, 3151, NULL, 1, 0);
+    assert_int_equal(run(&c, &m2, &r2, &o), MPOS_OK);
+    assert_string_equal(r2.response_code, "51");
+    assert_string_equal(r2.rrn, r1.rrn);
+    assert_string_equal(r2.auth_code, r1.auth_code);
+    assert_string_equal(r2.arc, r1.arc);
+    assert_int_equal(r2.iad_len, r1.iad_len);
+    assert_memory_equal(r2.iad, r1.iad, r1.iad_len);
+    assert_int_equal(r2.sequence, seq);
+    assert_memory_equal(r2.ksn, m2.resp_keys.ksn, m2.resp_keys.ksn_len);
+    assert_int_equal(count_in_log("\"mti\": \"0200\""), upstream);
+    assert_int_equal(journal_rows(seq, &e2), 1);
+    assert_int_equal(e2.id, e.id);      /* the same row, not a second one */
+    assert_string_equal(e2.ksn, e.ksn); /* still the first send's */
+
+    /* Unknown: the first send never arrived. 25, nothing journaled, nothing upstream. */
+    uint32_t lost = next_seq++;
+    context(&c, 1, 3200, MPOS_ROLE_CASHIER);
+    seal(&m2, MPOS_SEALED_MSG_REQUEST, lost, 1, 3200, NULL, 1, 0);
+    assert_int_equal(run(&c, &m2, &r2, &o), MPOS_OK);
+    assert_string_equal(r2.response_code, "25");
+    assert_string_equal(r2.auth_code, "");
+    assert_int_equal(journal_rows(lost, &e2), 0);
+    assert_int_equal(count_in_log("\"mti\": \"0200\""), upstream);
+    /* A first send arriving after its retry has a lower KSN counter: refused as a replay,
+     * like this older message. */
+    seal_retry = 0;
+    assert_int_equal(run(&c, &m1, &r1, &o), MPOS_ERR_VERIFY);
+
+    /* In flight: a pending journal row (a first send another worker is still processing). */
+    uint32_t busy = next_seq++;
+    mpos_store *st = NULL;
+    e2 = e;
+    e2.id = 0;
+    e2.sequence = busy;
+    e2.state = MPOS_JOURNAL_PENDING;
+    e2.response_code[0] = e2.auth_code[0] = e2.arc[0] = e2.iad[0] = '\0';
+    assert_int_equal(mpos_store_open(db, 0, 0, &st), MPOS_OK);
+    assert_int_equal(mpos_store_journal_insert(st, &e2, (int64_t)time(NULL)), MPOS_OK);
+    mpos_store_close(st);
+    context(&c, 1, 3151, MPOS_ROLE_CASHIER);
+    seal_retry = 1;
+    seal(&m2, MPOS_SEALED_MSG_REQUEST, busy, 1, 3151, NULL, 1, 0);
+    assert_int_equal(run(&c, &m2, &r2, &o), MPOS_OK);
+    assert_string_equal(r2.response_code, "94");
+    /* The first completes (declined 05): the next retry gets that. */
+    assert_int_equal(mpos_store_open(db, 0, 0, &st), MPOS_OK);
+    assert_int_equal(
+        mpos_store_journal_complete(st, e2.id, "05", NULL, NULL, NULL, (int64_t)time(NULL)),
+        MPOS_OK);
+    mpos_store_close(st);
+    seal(&m2, MPOS_SEALED_MSG_REQUEST, busy, 1, 3151, NULL, 1, 0);
+    assert_int_equal(run(&c, &m2, &r2, &o), MPOS_OK);
+    assert_string_equal(r2.response_code, "05");
+    assert_int_equal(count_in_log("\"mti\": \"0200\""), upstream);
+    seal_retry = 0;
 }
 
 static void test_checks(void **state)
@@ -828,6 +922,7 @@ int main(void)
         cmocka_unit_test(test_decline_51),
         cmocka_unit_test(test_replay_and_forgery),
         cmocka_unit_test(test_retry_same_sequence),
+        cmocka_unit_test(test_retry_flag),
         cmocka_unit_test(test_checks),
         cmocka_unit_test(test_void_refund),
         cmocka_unit_test(test_balance),

@@ -68,6 +68,7 @@ struct mposhost_config {
     int have_location; /* H-GEO-1: messages need a location; 0 = none configured */
     int32_t lat_e7, lon_e7;
     uint32_t accuracy_m;
+    uint64_t loc_time;       /* Unix seconds of the fix (gpsd); 0 = the time of each message */
     unsigned timeout_ms;     /* per wait for a peer's answer; 0 = 30000 */
     unsigned txn_timeout_ms; /* a whole transaction or activation; 0 = 180000 */
     /* Called for each PROMPT_SHOWN event, and with short progress lines (never secrets). */
@@ -131,8 +132,9 @@ int mposhost_info(mposhost *h, struct mposhost_terminal_info *out) MPOS_MUST_CHE
 /* ACTIVATE with the code, relaying the tunnel until the terminal's RESULT. */
 int mposhost_activate(mposhost *h, const char *code, struct mposhost_receipt *out) MPOS_MUST_CHECK;
 /* A transaction: SET_HOST_LOCATION, TXN_BEGIN, START_TXN, relay, RESULT and TXN_RESULT.
- * reference: the original's RRN for void and refund, NULL otherwise. Returns 0 whenever the
- * terminal reported an outcome (approved or not: see out->outcome). */
+ * reference: the original's RRN for void and refund, NULL otherwise; a void with amount 0
+ * takes the original's amount and currency from TXN_OK (the back end's journal). Returns 0 whenever
+ * the terminal reported an outcome (approved or not: see out->outcome). */
 int mposhost_txn(mposhost *h, enum mposhost_txn_type type, uint64_t amount, uint16_t currency,
                  const char *reference, struct mposhost_receipt *out) MPOS_MUST_CHECK;
 /* SETTLE (supervisor): the back end's totals as key=value lines into text (cap bytes). */

@@ -840,21 +840,28 @@ static void sealed_term_next(struct sealed_term *st)
                      MPOS_OK);
 }
 
+/* The transaction fields every sealed message of these tests shares (sequence 77, a sale of
+ * 42.00 CNY by merchant 898310048990001, terminal 10000001), on a zeroed request. */
+static void sealed_header(mpos_sealed_request *q, uint8_t msg_type)
+{
+    memset(q, 0, sizeof(*q));
+    q->msg_type = msg_type;
+    q->sequence = 77;
+    q->txn_type = MPOS_LINK_TXN_SALE;
+    q->amount = 4200;
+    q->currency = 156;
+    strcpy(q->merchant_id, "898310048990001");
+    strcpy(q->terminal_id, "10000001");
+    strcpy(q->datetime, "20260115093000");
+}
+
 /* A stripe sale with a PIN, sealed by the terminal's own code. */
 static size_t sealed_sale(struct sealed_term *st, uint8_t *out, size_t cap)
 {
     mpos_sealed_request q;
     uint8_t pin_key[16];
     size_t len = 0;
-    memset(&q, 0, sizeof(q));
-    q.msg_type = MPOS_SEALED_MSG_REQUEST;
-    q.sequence = 77;
-    q.txn_type = MPOS_LINK_TXN_SALE;
-    q.amount = 4200;
-    q.currency = 156;
-    strcpy(q.merchant_id, "898310048990001");
-    strcpy(q.terminal_id, "10000001");
-    strcpy(q.datetime, "20260115093000");
+    sealed_header(&q, MPOS_SEALED_MSG_REQUEST);
     q.entry_mode = MPOS_ENTRY_MAGSTRIPE;
     strcpy(q.card.pan, SEALED_PAN);
     strcpy(q.card.expiry, SEALED_EXPIRY);
@@ -989,16 +996,8 @@ static void test_sealed_open_respond(void **state)
          reason++) {
         mpos_sealed_request q;
         size_t rlen = 0;
-        memset(&q, 0, sizeof(q));
-        q.msg_type = MPOS_SEALED_MSG_REVERSAL;
+        sealed_header(&q, MPOS_SEALED_MSG_REVERSAL);
         q.reversal_reason = reason;
-        q.sequence = 77;
-        q.txn_type = MPOS_LINK_TXN_SALE;
-        q.amount = 4200;
-        q.currency = 156;
-        strcpy(q.merchant_id, "898310048990001");
-        strcpy(q.terminal_id, "10000001");
-        strcpy(q.datetime, "20260115093000");
         q.entry_mode = MPOS_ENTRY_NONE;
         assert_int_equal(
             mpos_sealed_seal_request(&cc, &st.req_keys, &q, NULL, NULL, msg, sizeof(msg), &rlen),
@@ -1009,6 +1008,35 @@ static void test_sealed_open_respond(void **state)
         assert_int_equal(r.fields.reversal_reason, reason);
         assert_int_equal(r.fields.sequence, 77);
         assert_string_equal(r.pan, "");
+        assert_int_equal(r.fields.retry, 0);
+    }
+    /* A retry (docs/protocol.md 2.3 DF35): its flag crosses the socket as `retry`; the first
+     * send of the same request has none. */
+    for (uint8_t retry = 0; retry <= 1; retry++) {
+        mpos_sealed_request q;
+        size_t rlen = 0;
+        memset(&q, 0, sizeof(q));
+        q.msg_type = MPOS_SEALED_MSG_REQUEST;
+        q.retry = retry;
+        q.sequence = 78;
+        q.txn_type = MPOS_LINK_TXN_VOID;
+        q.amount = 4200;
+        q.currency = 156;
+        strcpy(q.merchant_id, "898310048990001");
+        strcpy(q.terminal_id, "10000001");
+        strcpy(q.datetime, "20260115093000");
+        strcpy(q.original_ref, "000000000042");
+        q.entry_mode = MPOS_ENTRY_NONE;
+        assert_int_equal(
+            mpos_sealed_seal_request(&cc, &st.req_keys, &q, NULL, NULL, msg, sizeof(msg), &rlen),
+            MPOS_OK);
+        req.sealed_len = rlen;
+        assert_int_equal(hsm_client_sealed_open(&c, &req, &r), 0);
+        assert_int_equal(r.fields.msg_type, MPOS_SEALED_MSG_REQUEST);
+        assert_int_equal(r.fields.retry, retry);
+        assert_int_equal(r.fields.sequence, 78);
+        assert_int_equal(r.fields.reversal_reason, 0);
+        assert_int_equal(r.has_pin, 0);
     }
     MPOS_WIPE_CTX(&r);
     hsm_client_close(&t);

@@ -79,6 +79,15 @@ int mpos_emv_derive_common_sk(mpos_crypto_ctx *cc, const uint8_t *mk, size_t mk_
                               const uint8_t r[MPOS_EMV_DIV_LEN],
                               uint8_t sk[MPOS_EMV_KEY_LEN]) MPOS_MUST_CHECK;
 
+/* The card's AC session key straight from the issuer master key, the chain both the card
+ * (at its first GENERATE AC) and the issuer (checking the ARQC) run: ICC master key by option A
+ * (option B for PANs over 16 digits, A1.4), then the common session key (A1.3.1) for atc.
+ * pan and psn as for mpos_emv_derive_icc_mk. The intermediate master key is wiped; on error
+ * sk is zeroed and the error of the failing step is returned. */
+int mpos_emv_derive_ac_sk(mpos_crypto_ctx *cc, const uint8_t *imk, size_t imk_len, const char *pan,
+                          const char *psn, const uint8_t atc[MPOS_EMV_ATC_LEN],
+                          uint8_t sk[MPOS_EMV_KEY_LEN]) MPOS_MUST_CHECK;
+
 /* Application cryptogram (ARQC, TC or AAC: the algorithm is the same) over data_len bytes of
  * raw cryptogram input data (8.1.2): ISO 9797-1 MAC algorithm 3, padding method 2. data may be
  * NULL when data_len is 0. ac: 8 bytes. */
@@ -137,6 +146,17 @@ struct mpos_emv_ac_fields {
     const uint8_t *iad_part;      /* issuer-defined tail from '9F10' (e.g. the CVR), or NULL */
     size_t iad_part_len;          /* 0 to MPOS_EMV_IAD_MAX_LEN */
 };
+
+/* The tags of the fields of struct mpos_emv_ac_fields, in its order: '9F02', '9F03', '9F1A',
+ * '95', '5F2A', '9A', '9C', '9F37', '82', '9F36' (the issuer-defined part excluded). */
+#define MPOS_EMV_AC_FIELD_COUNT 10
+extern const uint32_t mpos_emv_ac_field_tags[MPOS_EMV_AC_FIELD_COUNT];
+
+/* Stores the value of one of those tags in its field, so that the card (from CDOL data) and
+ * the issuer (from DE 55) fill the fields alike. MPOS_ERR_LENGTH when len is not the field's
+ * length (nothing stored), MPOS_ERR_ARG for another tag or a NULL pointer. */
+int mpos_emv_ac_field_set(struct mpos_emv_ac_fields *fields, uint32_t tag, const uint8_t *value,
+                          size_t len) MPOS_MUST_CHECK;
 
 /* Concatenates the fields into out (cap bytes; MPOS_EMV_AC_DATA_MAX_LEN always suffices) and
  * stores the length in *out_len. MPOS_ERR_LENGTH for an iad_part over 32 bytes or a short out. */

@@ -449,6 +449,44 @@ int mpos_link_prompt_params(unsigned prompt)
     return prompt_table[prompt];
 }
 
+const char *mpos_link_prompt_name(unsigned prompt)
+{
+    static const char *const names[] = {[MPOS_PROMPT_WELCOME] = "WELCOME",
+                                        [MPOS_PROMPT_NOT_ACTIVATED] = "NOT_ACTIVATED",
+                                        [MPOS_PROMPT_ACTIVATING] = "ACTIVATING",
+                                        [MPOS_PROMPT_ACTIVATED] = "ACTIVATED",
+                                        [MPOS_PROMPT_CONFIRM_AMOUNT] = "CONFIRM_AMOUNT",
+                                        [MPOS_PROMPT_PRESENT_CARD] = "PRESENT_CARD",
+                                        [MPOS_PROMPT_USE_CHIP] = "USE_CHIP",
+                                        [MPOS_PROMPT_CHIP_ERROR_SWIPE] = "CHIP_ERROR_SWIPE",
+                                        [MPOS_PROMPT_ENTER_PIN] = "ENTER_PIN",
+                                        [MPOS_PROMPT_WRONG_PIN] = "WRONG_PIN",
+                                        [MPOS_PROMPT_PROCESSING] = "PROCESSING",
+                                        [MPOS_PROMPT_APPROVED] = "APPROVED",
+                                        [MPOS_PROMPT_DECLINED] = "DECLINED",
+                                        [MPOS_PROMPT_CANCELLED] = "CANCELLED",
+                                        [MPOS_PROMPT_REMOVE_CARD] = "REMOVE_CARD",
+                                        [MPOS_PROMPT_CARD_ERROR] = "CARD_ERROR",
+                                        [MPOS_PROMPT_NO_RESPONSE] = "NO_RESPONSE",
+                                        [MPOS_PROMPT_CARD_EXPIRED] = "CARD_EXPIRED"};
+    _Static_assert(sizeof(names) / sizeof(names[0]) == MPOS_LINK_PROMPT_MAX + 1,
+                   "a name for every prompt");
+    return prompt >= 1 && prompt <= MPOS_LINK_PROMPT_MAX ? names[prompt] : "?";
+}
+
+const char *mpos_link_outcome_name(unsigned outcome)
+{
+    static const char *const names[] = {[MPOS_LINK_OUTCOME_APPROVED] = "APPROVED",
+                                        [MPOS_LINK_OUTCOME_DECLINED] = "DECLINED",
+                                        [MPOS_LINK_OUTCOME_CANCELLED] = "CANCELLED",
+                                        [MPOS_LINK_OUTCOME_NO_RESPONSE] = "NO_RESPONSE",
+                                        [MPOS_LINK_OUTCOME_CARD_ERROR] = "CARD_ERROR",
+                                        [MPOS_LINK_OUTCOME_ACTIVATED] = "ACTIVATED",
+                                        [MPOS_LINK_OUTCOME_ACTIVATION_FAILED] =
+                                            "ACTIVATION_FAILED"};
+    return outcome >= 1 && outcome < sizeof(names) / sizeof(names[0]) ? names[outcome] : "?";
+}
+
 static int prompt_valid(const mpos_link_msg *m)
 {
     int bits = mpos_link_prompt_params(m->u.prompt.prompt);

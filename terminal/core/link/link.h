@@ -195,6 +195,12 @@ enum mpos_link_prompt {
 /* The parameter bits of a prompt; -1 for an id that is not in the table. */
 int mpos_link_prompt_params(unsigned prompt);
 
+/* The names of the prompts and outcomes as logs, display records and test peers print them
+ * ("ENTER_PIN", "APPROVED" ...): one table, so that every tool spells them alike. "?" for an
+ * id that is not in the table. */
+const char *mpos_link_prompt_name(unsigned prompt);
+const char *mpos_link_outcome_name(unsigned outcome);
+
 #define MPOS_LINK_MAX_AMOUNT      999999999999ull /* n12, minor units */
 #define MPOS_LINK_REF_MAX_LEN     32              /* original reference: 1..32 [0-9A-Za-z] */
 #define MPOS_LINK_CODE_MIN_LEN    4               /* activation code: 4..32 [0-9A-Za-z-] */

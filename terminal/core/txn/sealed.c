@@ -32,6 +32,7 @@ enum {
     T_PIN_FORMAT = 0xDF32,
     T_PIN_BLOCK = 0xDF33,
     T_REVERSAL_REASON = 0xDF34,
+    T_RETRY = 0xDF35,
     T_RESPONSE_CODE = 0xDF50,
     T_AUTH_CODE = 0xDF51,
     T_RRN = 0xDF52,
@@ -527,6 +528,7 @@ enum {
     RQ_PIN_FORMAT,
     RQ_PIN_BLOCK,
     RQ_REVERSAL_REASON,
+    RQ_RETRY,
     RQ_MAC,
     RQ_COUNT
 };
@@ -553,6 +555,7 @@ static const struct spec request_spec[RQ_COUNT] = {
     [RQ_PIN_FORMAT] = {T_PIN_FORMAT, 1, 1, 0},
     [RQ_PIN_BLOCK] = {T_PIN_BLOCK, 8, 16, 0},
     [RQ_REVERSAL_REASON] = {T_REVERSAL_REASON, 1, 1, 0},
+    [RQ_RETRY] = {T_RETRY, 1, 1, 0},
     [RQ_MAC] = {T_MAC, 8, MPOS_SEALED_MAX_MAC_LEN, 1},
 };
 
@@ -717,6 +720,12 @@ static int request_ok(const mpos_sealed_request *r, const struct scheme_info *si
     if (r->has_pin &&
         (!has_card || r->pin_format != si->pin_format || r->pin_block_len != si->pin_block_len)) {
         return 0; /* a PIN belongs to a card; ISO 9564-1 format 4 with AES, 0 with TDES */
+    }
+    /* A retry (DF35) re-sends a REQUEST under a new KSN: the PIN block of the first send is
+     * bound to the first KSN and the clear PIN is gone, so a retry never carries one; a
+     * reversal is never a retry (it has its own pending-record resend). */
+    if (r->retry > 1 || (r->retry && (r->msg_type != MPOS_SEALED_MSG_REQUEST || r->has_pin))) {
+        return 0;
     }
     return 1;
 }
@@ -892,6 +901,10 @@ int mpos_sealed_seal_request(mpos_crypto_ctx *cc, const mpos_sealed_keys *keys,
     /* A reversal's reason, in clear for the back end's ISO 8583 DE 39, and MAC'd. */
     if (req->msg_type == MPOS_SEALED_MSG_REVERSAL) {
         PUT_U8(T_REVERSAL_REASON, req->reversal_reason);
+    }
+    /* A retry says so, in clear and MAC'd, so the back end never starts a new charge on it. */
+    if (req->retry) {
+        PUT_U8(T_RETRY, 1);
     }
     /* Last, the MAC over everything before it. */
     rc = put_mac(cc, &si, keys->mac_key, out, cap, &len);
@@ -1169,6 +1182,14 @@ int mpos_sealed_open_request(mpos_crypto_ctx *cc, mpos_sealed_key_fn get_keys, v
     }
     if (s[RQ_REVERSAL_REASON].present) {
         req->reversal_reason = s[RQ_REVERSAL_REASON].v[0];
+    }
+    /* Present only with the value 1: an absent flag and 0 must not be two encodings of
+     * "first send" (request_ok refuses values above 1). */
+    if (s[RQ_RETRY].present) {
+        req->retry = s[RQ_RETRY].v[0];
+        if (req->retry == 0) {
+            goto exit;
+        }
     }
     if (!request_ok(req, &si)) {
         goto exit;

@@ -14,6 +14,10 @@
  *     sees a clear PIN);
  *   - in a reversal only, in clear, its reason (enum mpos_sealed_reversal_reason), so the
  *     back end need not guess the ISO 8583 reversal reason;
+ *   - in a retry only, in clear, the retry flag (DF35 = 1): the same transaction (same
+ *     sequence number, clear fields, card and EMV data) re-sent under a new KSN after its
+ *     first send got no valid response, without a PIN block; the back end answers it with
+ *     the first outcome and never starts a new charge on it;
  *   - last, a MAC under the DUKPT request MAC key (AES-CMAC, usage 2000; or ISO/IEC 9797-1
  *     MAC algorithm 3 = X9.19 with the MAC-request variant) over every byte before it
  *     (encrypt-then-MAC: the MAC covers the IV and the ciphertext).
@@ -191,6 +195,9 @@ typedef struct mpos_sealed_request {
     size_t pin_block_len;    /* 16 (format 4) or 8 (format 0) */
     uint8_t reversal_reason; /* enum mpos_sealed_reversal_reason: required (1..4) in a
                                 REVERSAL, 0 in a REQUEST */
+    uint8_t retry; /* 1: a retry of this sequence number under a new KSN (DF35), whose first
+                      send got no valid response; REQUEST only and never with a PIN block
+                      (the PIN block is bound to the first KSN). 0: a first send. */
 } mpos_sealed_request;
 
 /* The back end's answer. Strings NUL-terminated, "" = absent. */

@@ -898,12 +898,13 @@ static int confirm(mpos_txn *t)
 
 /* The request, from the context's one copy of the order and the card read here (T-LIMIT-2:
  * built from this structure only). */
-static int build_request(mpos_txn *t)
+static int build_request(mpos_txn *t, int retry)
 {
     mpos_sealed_request *q = &t->req;
     int rc = MPOS_OK;
     memset(q, 0, sizeof(*q));
     q->msg_type = MPOS_SEALED_MSG_REQUEST;
+    q->retry = retry ? 1 : 0;
     q->sequence = t->keys.sequence;
     q->txn_type = t->txn_type;
     q->amount = t->amount;
@@ -940,7 +941,9 @@ static int build_request(mpos_txn *t)
         memcpy(q->card.track2, t->stripe.track2_eq, t->stripe.track2_eq_len);
         q->card.track2_len = t->stripe.track2_eq_len;
     }
-    if (rc == MPOS_OK && t->has_pin) {
+    /* A retry carries no PIN block: the one entered is bound to the first KSN and the clear
+     * PIN is gone (docs/protocol.md 2.3 DF35). */
+    if (rc == MPOS_OK && t->has_pin && !retry) {
         enum mpos_sealed_scheme scheme;
         enum mpos_pin_format format;
         enum mpos_cipher cipher;
@@ -1022,40 +1025,11 @@ static int pending_first(mpos_txn *t)
     return STEP_GO;
 }
 
-static int online_phase(mpos_txn *t)
+/* Sends t->msg and awaits the answer to this request (t->keys: KSN and sequence). 1 with
+ * t->resp for a valid response; 0 (the end set to NO_RESPONSE) for anything else. */
+static int exchange(mpos_txn *t)
 {
-    enum mpos_keystore_reversal_reason rev = 0;
-    int rc, valid, approved;
-    if (host_cancelled(t)) {
-        end(t, MPOS_LINK_OUTCOME_CANCELLED, MPOS_TXN_R_HOST_CANCELLED);
-        return STEP_END;
-    }
-    set_state(t, MPOS_TXN_ONLINE); /* from here on the outcome belongs to the back end */
-    if ((rc = show_plain(t, MPOS_HAL_PROMPT_PROCESSING)) != MPOS_OK) {
-        return rc;
-    }
-    if ((rc = clock_refresh(t)) != MPOS_OK) {
-        return rc;
-    }
-    rc = build_request(t);
-    if (rc == MPOS_ERR_FORMAT) {
-        /* Card data the request cannot carry (its track 2 disagrees with its PAN, ...). */
-        end(t, MPOS_LINK_OUTCOME_CARD_ERROR, MPOS_TXN_R_CARD_REFUSED);
-        return STEP_END;
-    }
-    if (rc != MPOS_OK) {
-        return rc;
-    }
-    /* Persisted before the request leaves: whatever happens next, it is reversed unless a
-     * valid response says otherwise. */
-    if (needs_ref(t->txn_type) && (rc = ref_save(t, t->keys.sequence, t->original_ref)) != 0) {
-        return rc;
-    }
-    if ((rc = record_reversal(t, MPOS_REVERSAL_TERMINAL_FAILURE)) != MPOS_OK) {
-        return rc;
-    }
-    t->result.reversal_pending = 1;
-    valid = 0;
+    int rc, valid = 0;
     if (t->env.net.send(t->env.net.ctx, t->msg, t->msg_len) != 0) {
         end(t, MPOS_LINK_OUTCOME_NO_RESPONSE, MPOS_TXN_R_NO_RESPONSE);
     } else if (t->env.net.recv(t->env.net.ctx, t->in, sizeof(t->in), &t->in_len,
@@ -1077,6 +1051,105 @@ static int online_phase(mpos_txn *t)
     }
     mpos_cleanse(t->msg, sizeof(t->msg));
     mpos_cleanse(t->in, sizeof(t->in));
+    return valid;
+}
+
+/* The pause before a retry, in poll_ms slices on the card reader as the other waits, with the
+ * host's poll hook served between slices. A removed card is noted (the completion then fails
+ * and reverses an approval, as without a retry). */
+static int retry_wait(mpos_txn *t)
+{
+    const mpos_hal_card_reader *r = t->env.hal->reader;
+    uint64_t start = 0, now = 0;
+    int rc = mono_ms(t, &start);
+    while (rc == MPOS_OK && (rc = mono_ms(t, &now)) == MPOS_OK &&
+           now - start < t->cfg.retry_delay_ms) {
+        enum mpos_card_event ev;
+        uint64_t wait = t->cfg.retry_delay_ms - (now - start);
+        if (t->env.host.poll != NULL) {
+            t->env.host.poll(t->env.host.ctx);
+        }
+        int s =
+            r->wait_event(r->ctx, (uint32_t)(wait > t->cfg.poll_ms ? t->cfg.poll_ms : wait), &ev);
+        if (s == 0 && ev == MPOS_CARD_EVENT_REMOVED) {
+            t->card_inserted = 0;
+        } else if (s < 0 && s != MPOS_HAL_TIMEOUT) {
+            return hal_err(s);
+        }
+    }
+    return rc;
+}
+
+/* The retry of a request whose response was lost (docs/protocol.md 2.8): a new key from the
+ * store (its sequence number is skipped, as a reversal's), the ORIGINAL sequence number, the
+ * same clear fields and card data, the retry flag and no PIN block; sealed into t->msg. */
+static int build_retry(mpos_txn *t)
+{
+    mpos_keystore_txn k;
+    uint32_t sequence = t->keys.sequence;
+    int rc = next_keys(t, &k);
+    if (rc != MPOS_OK) {
+        return rc; /* t->keys (the first send's) stay: the reversal record names them */
+    }
+    keys_clear(&t->keys);
+    t->keys = k;
+    t->keys.sequence = sequence;
+    keys_clear(&k);
+    /* The PIN block belongs to the first KSN: not needed any more. */
+    mpos_cleanse(t->pin_block, sizeof(t->pin_block));
+    return build_request(t, 1);
+}
+
+static int online_phase(mpos_txn *t)
+{
+    enum mpos_keystore_reversal_reason rev = 0;
+    int rc, valid, approved;
+    if (host_cancelled(t)) {
+        end(t, MPOS_LINK_OUTCOME_CANCELLED, MPOS_TXN_R_HOST_CANCELLED);
+        return STEP_END;
+    }
+    set_state(t, MPOS_TXN_ONLINE); /* from here on the outcome belongs to the back end */
+    if ((rc = show_plain(t, MPOS_HAL_PROMPT_PROCESSING)) != MPOS_OK) {
+        return rc;
+    }
+    if ((rc = clock_refresh(t)) != MPOS_OK) {
+        return rc;
+    }
+    rc = build_request(t, 0);
+    if (rc == MPOS_ERR_FORMAT) {
+        /* Card data the request cannot carry (its track 2 disagrees with its PAN, ...). */
+        end(t, MPOS_LINK_OUTCOME_CARD_ERROR, MPOS_TXN_R_CARD_REFUSED);
+        return STEP_END;
+    }
+    if (rc != MPOS_OK) {
+        return rc;
+    }
+    /* Persisted before the request leaves: whatever happens next, it is reversed unless a
+     * valid response says otherwise. */
+    if (needs_ref(t->txn_type) && (rc = ref_save(t, t->keys.sequence, t->original_ref)) != 0) {
+        return rc;
+    }
+    if ((rc = record_reversal(t, MPOS_REVERSAL_TERMINAL_FAILURE)) != MPOS_OK) {
+        return rc;
+    }
+    t->result.reversal_pending = 1;
+    valid = exchange(t);
+    /* No valid response: the same transaction again under a new KSN (docs/protocol.md 2.8).
+     * The chip still waits for its second GENERATE AC and the reversal record stays until
+     * the outcome is known. The back end answers with the first outcome, never a second
+     * charge; 94 (the first still in flight) counts as no response. */
+    for (uint32_t i = 0; !valid && i < t->cfg.retries; i++) {
+        if (retry_wait(t) != MPOS_OK || build_retry(t) != MPOS_OK) {
+            break; /* the end is already NO_RESPONSE: reversed */
+        }
+        valid = exchange(t);
+        if (valid && strcmp(t->resp.response_code, "94") == 0) {
+            mpos_sealed_response_clear(&t->resp);
+            end(t, MPOS_LINK_OUTCOME_NO_RESPONSE, MPOS_TXN_R_NO_RESPONSE);
+            valid = 0;
+            break;
+        }
+    }
     if (!valid) {
         if (t->chip_online) {
             t->chip_online = 0;
@@ -1326,6 +1399,16 @@ int mpos_txn_init(mpos_txn *t, const mpos_txn_config *cfg, const mpos_txn_env *e
     }
     if (t->cfg.reversal_tries == 0) {
         t->cfg.reversal_tries = MPOS_TXN_REVERSAL_TRIES;
+    }
+    if (t->cfg.retries == 0) {
+        t->cfg.retries = MPOS_TXN_RETRIES;
+    } else if (t->cfg.retries == MPOS_TXN_NO_RETRY) {
+        t->cfg.retries = 0;
+    } else if (t->cfg.retries > MPOS_TXN_MAX_RETRIES) {
+        t->cfg.retries = MPOS_TXN_MAX_RETRIES;
+    }
+    if (t->cfg.retry_delay_ms == 0) {
+        t->cfg.retry_delay_ms = MPOS_TXN_RETRY_DELAY_MS;
     }
     if (t->cfg.pin.poll_ms == 0 || t->cfg.pin.poll_ms > t->cfg.poll_ms) {
         t->cfg.pin.poll_ms = t->cfg.poll_ms;

@@ -29,7 +29,18 @@
  *                                 request goes out, so a power loss while online reverses;
  *                                 the response is awaited with a timeout and opened with
  *                                 mpos_sealed_open_response (MAC, bound to the KSN and the
- *                                 sequence number: T-CHAN-2). Anything else is "no valid
+ *                                 sequence number: T-CHAN-2). Without a valid response
+ *                                 (timeout, tunnel closed, ERROR, bad MAC) the request is
+ *                                 RETRIED (cfg.retries, default 1) after retry_delay_ms:
+ *                                 the same transaction under a new KSN from the key store
+ *                                 (whose own sequence number is skipped) with the ORIGINAL
+ *                                 sequence number, the same clear fields, card and EMV data
+ *                                 (the chip still awaits its second GENERATE AC), the retry
+ *                                 flag (docs/protocol.md 2.3 DF35, 2.8) and no PIN block;
+ *                                 the back end answers it with the first outcome. A valid
+ *                                 response to the retry (bound to the new KSN) counts as a
+ *                                 first one would. Still nothing valid, or 94 (the first
+ *                                 still in flight) is "no valid
  *                                 response": the record stays (reason "no response") and the
  *                                 card gets no ARC (AAC). A valid response completes the chip
  *                                 with the ARC and issuer authentication data
@@ -57,8 +68,10 @@
  * and with the reversed transaction's sequence number, which is the back end's idempotency
  * key (each try takes a key, and so a sequence number, from the key store: the numbers a
  * reversal uses are skipped, never reused), and with the record's reason (docs/protocol.md
- * 2.3 DF34; the back end's DE 39). Any valid response acknowledges it. A request is
- * never retried: its PIN block and ARQC belong to its KSN and the clear PIN is gone. The
+ * 2.3 DF34; the back end's DE 39). Any valid response acknowledges it. A request whose
+ * response was lost is retried in ONLINE (above), without its PIN block (bound to the first
+ * KSN; the clear PIN is gone), so the back end can answer only from its journal; it never
+ * starts a new charge on a retry. The
  * key store's record has no field for the original reference a void or refund reversal must
  * carry (docs/protocol.md 2.3, DF2E), so this module keeps it in its own storage slot
  * "txn-ref" (sequence and reference, not secret), written before the reversal record.
@@ -99,6 +112,10 @@
 #define MPOS_TXN_REMOVE_TIMEOUT_MS  30000u
 #define MPOS_TXN_POLL_MS            250u
 #define MPOS_TXN_REVERSAL_TRIES     2u
+#define MPOS_TXN_RETRIES            1u /* retries of a request whose response was lost */
+#define MPOS_TXN_RETRY_DELAY_MS     2000u
+#define MPOS_TXN_MAX_RETRIES        5u
+#define MPOS_TXN_NO_RETRY           UINT32_MAX /* mpos_txn_config.retries: never retry */
 
 #define MPOS_TXN_MAX_CHIP_ATTEMPTS 3 /* chip reads in one transaction */
 #define MPOS_TXN_MAX_BAD_SWIPES    3 /* unreadable swipes in one transaction */
@@ -196,6 +213,10 @@ typedef struct mpos_txn_config {
     uint32_t remove_timeout_ms;
     uint32_t poll_ms;
     uint32_t reversal_tries; /* sends of a pending reversal per flush */
+    uint32_t retries;        /* retries of a request that got no valid response (0: the
+                                default 1; MPOS_TXN_NO_RETRY: none; at most
+                                MPOS_TXN_MAX_RETRIES) */
+    uint32_t retry_delay_ms; /* pause before each retry (0: the default) */
     int32_t utc_offset_s;    /* local time of the kernel's '9A' / '9F21' and of the expiry
                                 check, from the HAL's UTC clock */
     mpos_pin_entry_config pin;

@@ -978,7 +978,7 @@ static int cmd_generate_ac(mpos_cardsim *c, uint8_t p1, uint8_t p2, const uint8_
     const uint8_t *dol = c->gac_state == 0 ? c->cdol1 : c->cdol2;
     size_t dol_len = c->gac_state == 0 ? c->cdol1_len : c->cdol2_len;
     size_t need = 0, count = 0, ac_len = 0, n = 0, in = 0;
-    uint8_t type = p1 & 0xC0, ac_data[MPOS_EMV_AC_DATA_MAX_LEN], ac[8], mk[16], iad[8];
+    uint8_t type = p1 & 0xC0, ac_data[MPOS_EMV_AC_DATA_MAX_LEN], ac[8], iad[8];
     uint8_t out[64], inner[48], cid;
     struct mpos_emv_ac_fields f;
     const uint8_t *v;
@@ -998,22 +998,15 @@ static int cmd_generate_ac(mpos_cardsim *c, uint8_t p1, uint8_t p2, const uint8_
         return sw_only(o, SW_WRONG_LENGTH);
     }
     memset(&f, 0, sizeof(f));
-    static const struct {
-        uint32_t tag;
-        size_t off, len;
-    } map[] = {{0x9F02, offsetof(struct mpos_emv_ac_fields, amount_authorised), 6},
-               {0x9F03, offsetof(struct mpos_emv_ac_fields, amount_other), 6},
-               {0x9F1A, offsetof(struct mpos_emv_ac_fields, terminal_country), 2},
-               {0x95, offsetof(struct mpos_emv_ac_fields, tvr), 5},
-               {0x5F2A, offsetof(struct mpos_emv_ac_fields, currency), 2},
-               {0x9A, offsetof(struct mpos_emv_ac_fields, date), 3},
-               {0x9C, offsetof(struct mpos_emv_ac_fields, type), 1},
-               {0x9F37, offsetof(struct mpos_emv_ac_fields, un), 4}};
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        if (dol_value(dol, dol_len, data, map[i].tag, &v, &vl) && vl == map[i].len) {
-            memcpy((uint8_t *)&f + map[i].off, v, vl);
+    for (size_t i = 0; i < MPOS_EMV_AC_FIELD_COUNT; i++) {
+        uint32_t tag = mpos_emv_ac_field_tags[i];
+        if (!dol_value(dol, dol_len, data, tag, &v, &vl) ||
+            mpos_emv_ac_field_set(&f, tag, v, vl) != MPOS_OK) {
+            /* Absent, or of another length: the field stays zero. */
+            continue;
         }
     }
+    /* AIP and ATC are the card's own, whatever the CDOL carried. */
     memcpy(f.aip, c->aip, 2);
     mpos_store_be16(f.atc, c->atc);
 
@@ -1022,12 +1015,8 @@ static int cmd_generate_ac(mpos_cardsim *c, uint8_t p1, uint8_t p2, const uint8_
          * than asked): AAC asked gives AAC, ARQC or TC asked gives ARQC. */
         cid = type == 0x00 ? 0x00 : 0x80;
         c->cvr[0] = (uint8_t)((c->cvr[0] & 0x0F) | 0x80 | (cid == 0x80 ? 0x20 : 0x00));
-        enum mpos_emv_mk_option opt =
-            strlen(c->prof.pan) > 16 ? MPOS_EMV_MK_OPTION_B : MPOS_EMV_MK_OPTION_A;
-        if ((r = mpos_emv_derive_icc_mk(c->cc, opt, c->prof.imk, sizeof(c->prof.imk), c->prof.pan,
-                                        c->prof.psn, mk)) != MPOS_OK ||
-            (r = mpos_emv_derive_sk(c->cc, MPOS_EMV_SK_COMMON, mk, sizeof(mk), f.atc, c->sk)) !=
-                MPOS_OK) {
+        if ((r = mpos_emv_derive_ac_sk(c->cc, c->prof.imk, sizeof(c->prof.imk), c->prof.pan,
+                                       c->prof.psn, f.atc, c->sk)) != MPOS_OK) {
             goto exit;
         }
     } else {
@@ -1099,7 +1088,6 @@ static int cmd_generate_ac(mpos_cardsim *c, uint8_t p1, uint8_t p2, const uint8_
         r = answer(o, out, n, SW_OK);
     }
 exit:
-    MPOS_WIPE_BUFFER(mk);
     MPOS_WIPE_BUFFER(ac_data);
     return r;
 }

@@ -68,7 +68,8 @@ static const char *const usage_text =
     "       mpos-terminal import --dir DIR --bundle FILE --ca-cert FILE\n"
     "       mpos-terminal run --dir DIR --link unix:PATH|tcp:HOST:PORT [--keys SCRIPT]\n"
     "                     [--display-log FILE] [--reader PATTERN] [--swipe-dir DIR]\n"
-    "                     [--server-name NAME]\n"
+    "                     [--server-name NAME] [--online-timeout MS] [--retry-delay MS]\n"
+    "                     [--retries N]\n"
     "\n"
     "keygen  creates the key store in DIR (0700), generates the device P-256 key inside it\n"
     "        and writes the certificate request DIR/SN.csr (PKCS#10, serialNumber=SN)\n"
@@ -106,6 +107,11 @@ static const char *const usage_text =
     "                      ASCII; either may be empty) is a swipe; it is read and deleted.\n"
     "                      Create it atomically (write another name, rename)\n"
     "  --server-name NAME  the back end's TLS name (default mpos-backend)\n"
+    "  --online-timeout MS the wait for the back end's response (1..600000, default 30000)\n"
+    "  --retry-delay MS    the pause before a request whose response was lost is retried\n"
+    "                      under a new KSN with the same sequence number (1..600000,\n"
+    "                      default 2000; docs/protocol.md 2.8)\n"
+    "  --retries N         retries of such a request (0..5, default 1; 0: reverse at once)\n"
     "\n"
     "The firmware version is fixed: " TERMINAL_FIRMWARE ".\n";
 
@@ -131,6 +137,7 @@ struct opts {
     const char *dir, *serial, *bundle, *ca_cert, *link;
     /* run only */
     const char *keys, *display_log, *reader, *swipe_dir, *server_name;
+    const char *online_timeout, *retry_delay, *retries;
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -158,6 +165,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             dst = &o->swipe_dir;
         } else if (strcmp(argv[i], "--server-name") == 0) {
             dst = &o->server_name;
+        } else if (strcmp(argv[i], "--online-timeout") == 0) {
+            dst = &o->online_timeout;
+        } else if (strcmp(argv[i], "--retry-delay") == 0) {
+            dst = &o->retry_delay;
+        } else if (strcmp(argv[i], "--retries") == 0) {
+            dst = &o->retries;
         }
         if (dst == NULL || i + 1 >= argc || *dst != NULL) {
             return -1;
@@ -170,7 +183,42 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 /* 1 when an option of `run` alone was given. */
 static int run_only(const struct opts *o)
 {
-    return o->keys || o->display_log || o->reader || o->swipe_dir || o->server_name;
+    return o->keys || o->display_log || o->reader || o->swipe_dir || o->server_name ||
+           o->online_timeout || o->retry_delay || o->retries;
+}
+
+/* A decimal option of min..max into *out; absent leaves *out. 0, or -1 when malformed. */
+static int num_opt(const char *s, unsigned long min, unsigned long max, uint32_t *out)
+{
+    char *end = NULL;
+    unsigned long v;
+    if (s == NULL) {
+        return 0;
+    }
+    if (s[0] < '0' || s[0] > '9') {
+        return -1;
+    }
+    v = strtoul(s, &end, 10);
+    if (end == s || *end != '\0' || v < min || v > max) {
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* The online timing options into cfg (docs/protocol.md 2.8); -1 when one is malformed. */
+static int timing_opts(const struct opts *o, mpos_txn_config *cfg)
+{
+    uint32_t retries = UINT32_MAX;
+    if (num_opt(o->online_timeout, 1, 600000, &cfg->online_timeout_ms) != 0 ||
+        num_opt(o->retry_delay, 1, 600000, &cfg->retry_delay_ms) != 0 ||
+        num_opt(o->retries, 0, MPOS_TXN_MAX_RETRIES, &retries) != 0) {
+        return -1;
+    }
+    if (retries != UINT32_MAX) {
+        cfg->retries = retries == 0 ? MPOS_TXN_NO_RETRY : retries;
+    }
+    return 0;
 }
 
 /* ---- the key store in DIR ------------------------------------------------------------- */
@@ -624,6 +672,15 @@ struct app {
     size_t rx_pos, rx_len;
     uint8_t out[MPOS_LINK_MAX_FRAME_LEN];
     uint8_t tun_in[TUNNEL_IN_CAP];
+    /* Stale records: after the TLS client starts a new connection (its ClientHello), bytes
+     * of the connection before it may still come (the back end's answer to a request the
+     * terminal gave up on, its close_notify). Until the first handshake record of the new
+     * connection, whole records of any other type are dropped (tun_skip: bytes of the record
+     * being dropped; tun_hdr: a record header split across TUNNEL_DATA frames). */
+    int tun_filter;
+    size_t tun_skip;
+    uint8_t tun_hdr[5];
+    size_t tun_hdr_len;
     size_t tun_len;
     uint32_t conn_id; /* host connections so far */
     /* work the main loop does outside the link handler */
@@ -646,14 +703,6 @@ static void log_kv(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-}
-
-static const char *outcome_name(unsigned o)
-{
-    static const char *const names[] = {"?",         "APPROVED",         "DECLINED",
-                                        "CANCELLED", "NO_RESPONSE",      "CARD_ERROR",
-                                        "ACTIVATED", "ACTIVATION_FAILED"};
-    return o < sizeof(names) / sizeof(names[0]) ? names[o] : "?";
 }
 
 static void host_drop(struct app *a)
@@ -738,6 +787,53 @@ static void send_result(struct app *a, uint8_t outcome)
 }
 
 /* One command from the host. */
+
+/* Takes TUNNEL_DATA bytes for the TLS client (see tun_filter). 0, or -1 when they do not fit. */
+static int tunnel_in(struct app *a, const uint8_t *p, size_t n)
+{
+    while (n > 0 && a->tun_filter) {
+        size_t k;
+        if (a->tun_skip > 0) {
+            k = n < a->tun_skip ? n : a->tun_skip;
+            a->tun_skip -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        k = sizeof(a->tun_hdr) - a->tun_hdr_len;
+        k = n < k ? n : k;
+        memcpy(a->tun_hdr + a->tun_hdr_len, p, k);
+        a->tun_hdr_len += k;
+        p += k;
+        n -= k;
+        if (a->tun_hdr_len < sizeof(a->tun_hdr)) {
+            break;
+        }
+        a->tun_hdr_len = 0;
+        if (a->tun_hdr[0] == 0x16) { /* handshake: the new connection's first record */
+            a->tun_filter = 0;
+            if (a->tun_len + sizeof(a->tun_hdr) > sizeof(a->tun_in)) {
+                return -1;
+            }
+            memcpy(a->tun_in + a->tun_len, a->tun_hdr, sizeof(a->tun_hdr));
+            a->tun_len += sizeof(a->tun_hdr);
+        } else {
+            a->tun_skip = (size_t)a->tun_hdr[3] << 8 | a->tun_hdr[4];
+            log_kv("event=tunnel_stale_record type=%u len=%zu", (unsigned)a->tun_hdr[0],
+                   a->tun_skip);
+        }
+    }
+    if (n == 0) {
+        return 0;
+    }
+    if (a->tun_len + n > sizeof(a->tun_in)) {
+        return -1;
+    }
+    memcpy(a->tun_in + a->tun_len, p, n);
+    a->tun_len += n;
+    return 0;
+}
+
 static void dispatch(struct app *a, const mpos_link_frame *f)
 {
     mpos_link_msg cmd;
@@ -763,12 +859,9 @@ static void dispatch(struct app *a, const mpos_link_frame *f)
     }
     case MPOS_LINK_CMD_TUNNEL_DATA:
         /* Not acknowledged (TLS records flow both ways without ACKs, docs/protocol.md 1.3). */
-        if (a->tun_len + cmd.u.tunnel.len > sizeof(a->tun_in)) {
+        if (tunnel_in(a, cmd.u.tunnel.data, cmd.u.tunnel.len) != 0) {
             send_error(a, f, MPOS_LINK_E_INTERNAL);
-            break;
         }
-        memcpy(a->tun_in + a->tun_len, cmd.u.tunnel.data, cmd.u.tunnel.len);
-        a->tun_len += cmd.u.tunnel.len;
         break;
     case MPOS_LINK_CMD_ACTIVATE:
         if (a->busy || a->pending_activate) {
@@ -885,6 +978,16 @@ static int tr_send(void *ctx, const uint8_t *data, size_t len)
     if (a->chan_stale) {
         return MPOS_ERR_IO;
     }
+    if (len >= 6 && data[0] == 0x16 && data[5] == 0x01) {
+        /* A ClientHello: the TLS client starts a new connection. Bytes held for the last
+         * one go, and stale records are dropped until the server's first handshake record
+         * (a HelloRetryRequest's second ClientHello finds nothing held and the server's
+         * next record is a handshake record too). */
+        a->tun_len = 0;
+        a->tun_filter = 1;
+        a->tun_skip = 0;
+        a->tun_hdr_len = 0;
+    }
     while (len > 0) {
         mpos_link_msg ev;
         size_t n = len > MPOS_LINK_MAX_PAYLOAD ? MPOS_LINK_MAX_PAYLOAD : len;
@@ -955,6 +1058,9 @@ static int txn_setup(struct app *a)
     memset(&cfg, 0, sizeof(cfg));
     memset(&env, 0, sizeof(env));
     cfg.emv = &a->emv;
+    if (timing_opts(a->o, &cfg) != 0) {
+        return MPOS_ERR_ARG; /* checked by cmd_run already */
+    }
     env.hal = &a->hal;
     env.cc = &a->t.cc;
     mpos_txn_store_keystore(&env.store, a->t.ks);
@@ -1015,7 +1121,7 @@ static void do_txn(struct app *a)
     int rc = mpos_txn_run(&a->txn, &res);
     log_kv("event=txn_done rc=%d outcome=%s reason=%u type=%u amount=%llu currency=%u "
            "sequence=%u entry_mode=%u pan=%s response_code=%s reversal_pending=%d",
-           rc, outcome_name(res.outcome), (unsigned)res.reason, (unsigned)res.txn_type,
+           rc, mpos_link_outcome_name(res.outcome), (unsigned)res.reason, (unsigned)res.txn_type,
            (unsigned long long)res.amount, (unsigned)res.currency, (unsigned)res.sequence,
            (unsigned)res.entry_mode, res.masked_pan[0] ? res.masked_pan : "-",
            res.response_code[0] ? res.response_code : "-", res.reversal_pending);
@@ -1062,6 +1168,13 @@ static int cmd_run(const struct opts *given)
 
     if (o->dir == NULL || o->link == NULL || o->serial || o->bundle || o->ca_cert) {
         return usage();
+    }
+    {
+        mpos_txn_config check;
+        memset(&check, 0, sizeof(check));
+        if (timing_opts(o, &check) != 0) {
+            return usage();
+        }
     }
     if (run_opts.reader == NULL) {
         /* The harness of the PC/SC tests names its first vpcd reader in this variable. */

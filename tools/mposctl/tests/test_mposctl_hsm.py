@@ -17,8 +17,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +24,10 @@ import tempfile
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                "tests", "testutil"))
+import mpostest  # noqa: E402 (tests/testutil, found from here)
 
 MPOSCTL, HSMD, CRYPTO, OPEN = [os.path.abspath(a) for a in sys.argv[1:5]]
 PARAMS_CHECK = os.path.abspath(sys.argv[5]) if len(sys.argv) > 5 else None
@@ -39,39 +41,26 @@ def kcv(key_hex):
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-class Hsmd:
-    """An mpos-hsmd with a tools socket, started and stopped by pid."""
+class Hsmd(mpostest.Hsmd):
+    """An mpos-hsmd with a tools socket, started and stopped by pid; several may share tmp
+    (each gets the next number)."""
 
     def __init__(self, tmp, extra):
-        self.sock = os.path.join(tmp, "tools-%d.sock" % len(os.listdir(tmp)))
-        log = os.path.join(tmp, "audit-%d.log" % len(os.listdir(tmp)))
-        self.err = open(os.path.join(tmp, "hsmd-%d.err" % len(os.listdir(tmp))), "w+")
-        self.proc = subprocess.Popen([HSMD, "--socket", "tools=" + self.sock, "--audit-log", log]
-                                     + extra, stdin=subprocess.DEVNULL, stdout=self.err,
-                                     stderr=self.err)
-        for _ in range(200):
-            if self.proc.poll() is not None:
-                self.err.seek(0)
-                raise AssertionError("mpos-hsmd exited: " + self.err.read())
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(self.sock)
-                s.close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError("mpos-hsmd did not come up")
+        n = len(os.listdir(tmp))
+        super().__init__(HSMD, os.path.join(tmp, "tools-%d.sock" % n),
+                         os.path.join(tmp, "audit-%d.log" % n),
+                         os.path.join(tmp, "hsmd-%d.err" % n), extra)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.err.close()
+
+def components_hsmd(tmp):
+    """An mpos-hsmd whose LMK comes from the test's components file (tmp/components: each
+    line a component and its check value, mode 0600, as mposctl hsm init writes it)."""
+    comps = os.path.join(tmp, "components")
+    with open(comps, "w") as f:
+        for c in COMPONENTS:
+            f.write("%s %s\n" % (c, kcv(c)))
+    os.chmod(comps, 0o600)
+    return Hsmd(tmp, ["--lmk-components-file", comps])
 
 
 def ctl(env, *args, check=0, stdin="", cwd=None):
@@ -129,13 +118,8 @@ def fields(out):
 
 
 def test_keys_bdk_and_provisioning(tmp):
-    comps = os.path.join(tmp, "components")
-    with open(comps, "w") as f:
-        for c in COMPONENTS:
-            f.write("%s %s\n" % (c, kcv(c)))
-    os.chmod(comps, 0o600)
     lmk = "%064X" % (int(COMPONENTS[0], 16) ^ int(COMPONENTS[1], 16))
-    hsmd = Hsmd(tmp, ["--lmk-components-file", comps])
+    hsmd = components_hsmd(tmp)
     try:
         env = {"db": os.path.join(tmp, "mpos.db"), "sock": hsmd.sock}
         ctl(env, "db", "migrate")
@@ -317,12 +301,7 @@ def test_spelled_forms(tmp):
     provision --serial SN [--scheme S] with every other option defaulted (the request as
     ./SN.csr, the one manufacturer CA of the database, the newest BDK of the scheme),
     operator add without --username, terminal assign / suspend / resume / retire / list."""
-    comps = os.path.join(tmp, "components")
-    with open(comps, "w") as f:
-        for c in COMPONENTS:
-            f.write("%s %s\n" % (c, kcv(c)))
-    os.chmod(comps, 0o600)
-    hsmd = Hsmd(tmp, ["--lmk-components-file", comps])
+    hsmd = components_hsmd(tmp)
     try:
         env = {"db": os.path.join(tmp, "spelled.db"), "sock": hsmd.sock}
         ctl(env, "db", "migrate")
@@ -460,12 +439,7 @@ def test_e2e_commands(tmp):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-    comps = os.path.join(tmp, "components")
-    with open(comps, "w") as f:
-        for c in COMPONENTS:
-            f.write("%s %s\n" % (c, kcv(c)))
-    os.chmod(comps, 0o600)
-    hsmd = Hsmd(tmp, ["--lmk-components-file", comps])
+    hsmd = components_hsmd(tmp)
     try:
         env = {"db": os.path.join(tmp, "mpos.db"), "sock": hsmd.sock}
         ctl(env, "db", "migrate")
@@ -574,12 +548,7 @@ def params_check(*args):
 def test_params_publish(tmp):
     """params publish: both signatures by mpos-hsmd, the package taken by the terminal's code
     under the back end's CA certificate, refused after any change of a byte."""
-    comps = os.path.join(tmp, "components")
-    with open(comps, "w") as f:
-        for c in COMPONENTS:
-            f.write("%s %s\n" % (c, kcv(c)))
-    os.chmod(comps, 0o600)
-    hsmd = Hsmd(tmp, ["--lmk-components-file", comps])
+    hsmd = components_hsmd(tmp)
     try:
         env = {"db": os.path.join(tmp, "mpos.db"), "sock": hsmd.sock}
         ctl(env, "db", "migrate")

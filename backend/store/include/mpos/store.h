@@ -398,6 +398,34 @@ int mpos_store_audit_list(mpos_store *st, int64_t limit,
  * MPOS_ERR_VERIFY otherwise with the first bad sequence number in *bad_seq. *count: records. */
 int mpos_store_audit_verify(mpos_store *st, int64_t *count, int64_t *bad_seq) MPOS_MUST_CHECK;
 
+/* ---- host sessions (migration 2, docs/system-design.md 1.3) ------------------------------ */
+
+#define MPOS_STORE_SESSION_TOKEN_LEN 32
+
+/* A host session: the token itself is never stored, only its SHA-256 (hex). */
+struct mpos_store_session {
+    char merchant_id[MPOS_STORE_MERCHANT_ID_LEN + 1];
+    char username[MPOS_STORE_USERNAME_LEN + 1];
+    enum mpos_operator_role role;
+    uint8_t device_id[32]; /* the host device the session is bound to */
+    int64_t expires_at;    /* Unix seconds */
+    int revoked;           /* read back only */
+};
+
+/* Records a new session under SHA-256(token). MPOS_ERR_FORMAT for an empty merchant or user,
+ * a bad role or an expiry not after now; MPOS_STORE_EXISTS if the hash is taken. */
+int mpos_store_session_create(mpos_store *st, const uint8_t token[MPOS_STORE_SESSION_TOKEN_LEN],
+                              const struct mpos_store_session *s, int64_t now) MPOS_MUST_CHECK;
+/* The session of token: MPOS_OK and *out; MPOS_STORE_NOT_FOUND (none, or revoked);
+ * MPOS_STORE_EXPIRED (expires_at <= now; *out filled). */
+int mpos_store_session_get(mpos_store *st, const uint8_t token[MPOS_STORE_SESSION_TOKEN_LEN],
+                           int64_t now, struct mpos_store_session *out) MPOS_MUST_CHECK;
+/* Revokes the session of token (logout); no error when there is none. */
+int mpos_store_session_revoke(mpos_store *st, const uint8_t token[MPOS_STORE_SESSION_TOKEN_LEN],
+                              int64_t now) MPOS_MUST_CHECK;
+/* Deletes the sessions expired at now; *removed (may be NULL) gets how many. */
+int mpos_store_session_purge(mpos_store *st, int64_t now, int64_t *removed) MPOS_MUST_CHECK;
+
 /* ---- the transaction journal (G-ACCT-4), reversals, settlement (migration 2) ----------- */
 
 /* One transaction as the back end processed it: written (state pending) before the request
@@ -458,6 +486,9 @@ int mpos_store_journal_get(mpos_store *st, const char *serial, int64_t sequence,
 int mpos_store_journal_get_rrn(mpos_store *st, const char *rrn,
                                struct mpos_store_journal *out) MPOS_MUST_CHECK;
 
+/* *voided = 1 when an approved void of the transaction with this RRN is in the journal (and
+ * was not itself reversed). */
+int mpos_store_journal_voided(mpos_store *st, const char *rrn, int *voided) MPOS_MUST_CHECK;
 /* The host location of the terminal's latest journal entry that had one (impossible-travel
  * check). MPOS_STORE_NOT_FOUND when none. */
 int mpos_store_journal_last_location(mpos_store *st, const char *serial, int64_t *lat_e7,

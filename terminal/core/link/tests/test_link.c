@@ -902,6 +902,38 @@ static void test_session(void **state)
                      MPOS_ERR_ARG);
 }
 
+/* The name tables: every prompt and outcome has its own name, in enum order (the display
+ * logs and the acceptance tests match on them); ids outside the tables are "?". */
+static void test_names(void **state)
+{
+    (void)state;
+    assert_string_equal(mpos_link_prompt_name(MPOS_PROMPT_WELCOME), "WELCOME");
+    assert_string_equal(mpos_link_prompt_name(MPOS_PROMPT_ENTER_PIN), "ENTER_PIN");
+    assert_string_equal(mpos_link_prompt_name(MPOS_PROMPT_CARD_EXPIRED), "CARD_EXPIRED");
+    assert_string_equal(mpos_link_prompt_name(0), "?");
+    assert_string_equal(mpos_link_prompt_name(MPOS_LINK_PROMPT_MAX + 1), "?");
+    assert_string_equal(mpos_link_prompt_name(0xFFFFFFFFu), "?");
+    for (unsigned a = 1; a <= MPOS_LINK_PROMPT_MAX; a++) {
+        assert_non_null(mpos_link_prompt_name(a));
+        assert_string_not_equal(mpos_link_prompt_name(a), "?");
+        for (unsigned b = a + 1; b <= MPOS_LINK_PROMPT_MAX; b++) {
+            assert_string_not_equal(mpos_link_prompt_name(a), mpos_link_prompt_name(b));
+        }
+    }
+    assert_string_equal(mpos_link_outcome_name(MPOS_LINK_OUTCOME_APPROVED), "APPROVED");
+    assert_string_equal(mpos_link_outcome_name(MPOS_LINK_OUTCOME_NO_RESPONSE), "NO_RESPONSE");
+    assert_string_equal(mpos_link_outcome_name(MPOS_LINK_OUTCOME_ACTIVATION_FAILED),
+                        "ACTIVATION_FAILED");
+    assert_string_equal(mpos_link_outcome_name(0), "?");
+    assert_string_equal(mpos_link_outcome_name(MPOS_LINK_OUTCOME_ACTIVATION_FAILED + 1), "?");
+    for (unsigned a = MPOS_LINK_OUTCOME_APPROVED; a <= MPOS_LINK_OUTCOME_ACTIVATION_FAILED; a++) {
+        assert_string_not_equal(mpos_link_outcome_name(a), "?");
+        for (unsigned b = a + 1; b <= MPOS_LINK_OUTCOME_ACTIVATION_FAILED; b++) {
+            assert_string_not_equal(mpos_link_outcome_name(a), mpos_link_outcome_name(b));
+        }
+    }
+}
+
 int main(void)
 {
     fill_tunnel();
@@ -912,6 +944,7 @@ int main(void)
         cmocka_unit_test(test_oversize),     cmocka_unit_test(test_payload_lengths),
         cmocka_unit_test(test_field_ranges), cmocka_unit_test(test_state_table_exhaustive),
         cmocka_unit_test(test_no_oracles),   cmocka_unit_test(test_session),
+        cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

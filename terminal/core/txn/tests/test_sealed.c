@@ -380,6 +380,7 @@ static void assert_request_equal(const mpos_sealed_request *a, const mpos_sealed
         assert_memory_equal(a->pin_block, b->pin_block, a->pin_block_len);
     }
     assert_int_equal(a->reversal_reason, b->reversal_reason);
+    assert_int_equal(a->retry, b->retry);
 }
 
 /* 1 if needle occurs in hay. */
@@ -861,6 +862,11 @@ static void test_seal_refusals(void **state)
     REFUSE((q.msg_type = MPOS_SEALED_MSG_REVERSAL, q.reversal_reason = 0));
     REFUSE((q.msg_type = MPOS_SEALED_MSG_REVERSAL, q.reversal_reason = 5));
     REFUSE((q.msg_type = MPOS_SEALED_MSG_REVERSAL, q.reversal_reason = 0xFF));
+    /* A retry carries no PIN block, is never a reversal, and the flag is 0 or 1. */
+    REFUSE(q.retry = 1); /* q has a PIN */
+    REFUSE((q.has_pin = 0, q.retry = 2));
+    REFUSE((q.has_pin = 0, q.entry_mode = MPOS_ENTRY_NONE, memset(&q.card, 0, sizeof(q.card)),
+            q.msg_type = MPOS_SEALED_MSG_REVERSAL, q.reversal_reason = 1, q.retry = 1));
 #undef REFUSE
     /* Keys of the wrong direction, and argument errors. */
     size_t len = 0;
@@ -1206,6 +1212,145 @@ static void test_reversal_reason(void **state)
     }
 }
 
+/* A copy of the sealed request m with a valid MAC under keys: DF35 (retry) dropped, then
+ * appended before the MAC with value flag when flag >= 0; with before_tag, DF35 goes
+ * just before that tag instead (an out-of-order encoding). */
+static size_t reforge_retry(const mpos_sealed_keys *keys, const uint8_t *m, size_t len, int flag,
+                            uint32_t before_tag, uint8_t *out)
+{
+    struct forged f;
+    mpos_tlv_iter it;
+    mpos_tlv obj;
+    uint8_t v = (uint8_t)flag;
+    memset(&f, 0, sizeof(f));
+    f.keys = keys;
+    mpos_tlv_iter_init(&it, m, len, MPOS_TLV_STRICT);
+    while (mpos_tlv_more(&it)) {
+        assert_int_equal(mpos_tlv_next(&it, &obj), MPOS_OK);
+        if (obj.tag == 0xDF35 || obj.tag == 0xDF7F) {
+            continue;
+        }
+        if (flag >= 0 && obj.tag == before_tag) {
+            forge_put(&f, 0xDF35, &v, 1);
+        }
+        forge_put(&f, obj.tag, obj.value, obj.len);
+    }
+    if (flag >= 0 && before_tag == 0) {
+        forge_put(&f, 0xDF35, &v, 1);
+    }
+    size_t n = forge_end(&f);
+    memcpy(out, f.buf, n);
+    return n;
+}
+
+/* docs/protocol.md 2.3 DF35 / 2.8: a retry (same transaction, new KSN, no PIN block) goes
+ * through seal and open with its flag, in clear right before the MAC and MAC'd; a retry with a
+ * PIN block, a reversal flagged as a retry, a flag other than 1 and a flag out of order are
+ * refused even with a valid MAC. */
+static void test_retry_flag(void **state)
+{
+    (void)state;
+    const struct tc_card *c = need_card("approve");
+    SKIP_WITHOUT(c);
+    for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
+        mpos_sealed_request q, back;
+        size_t len = 0, n, mac_len = schemes[s] == MPOS_SEALED_TDES ? 8 : 16;
+        uint8_t zero[sizeof(back)];
+        memset(zero, 0, sizeof(zero));
+        rig_init(&rig, schemes[s]);
+        rig_next(&rig);
+        chip_sale(&rig, c, 4200, &q);
+        /* A first send has no flag. */
+        assert_int_equal(
+            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+            MPOS_OK);
+        assert_false(contains(msg, len, (const uint8_t[]){0xDF, 0x35}, 2));
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
+                         MPOS_OK);
+        assert_int_equal(back.retry, 0);
+        /* With a PIN block, a retry cannot be sealed ... */
+        q.retry = 1;
+        assert_int_equal(
+            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg2, sizeof(msg2), &n),
+            MPOS_ERR_FORMAT);
+        /* ... nor opened when someone with the keys adds the flag. */
+        n = reforge_retry(&rig.req_keys, msg, len, 1, 0, msg2);
+        memset(&back, 0x5A, sizeof(back));
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                         MPOS_ERR_FORMAT);
+        assert_memory_equal(&back, zero, sizeof(back));
+        /* The retry proper: same transaction, new KSN, no PIN block. */
+        rig_next(&rig);
+        q.has_pin = 0;
+        q.pin_format = 0;
+        q.pin_block_len = 0;
+        memset(q.pin_block, 0, sizeof(q.pin_block));
+        assert_int_equal(
+            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+            MPOS_OK);
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
+                         MPOS_OK);
+        assert_request_equal(&q, &back);
+        assert_int_equal(back.retry, 1);
+        assert_int_equal(back.sequence, 1001);
+        assert_memory_equal(back.ksn, rig.req_keys.ksn, rig.req_keys.ksn_len);
+        /* In clear, the last object before the MAC. */
+        const uint8_t tlv[4] = {0xDF, 0x35, 0x01, 0x01};
+        assert_memory_equal(msg + len - (3 + mac_len) - 4, tlv, 4);
+        /* MAC'd: dropping the flag or changing it without the keys is a forgery. */
+        memcpy(msg2, msg, len);
+        msg2[len - (3 + mac_len) - 1] = 0x02;
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, len, &back),
+                         MPOS_ERR_VERIFY);
+        memcpy(msg2, msg, len - (3 + mac_len) - 4);
+        memcpy(msg2 + len - (3 + mac_len) - 4, msg + len - (3 + mac_len), 3 + mac_len);
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, len - 4, &back),
+                         MPOS_ERR_VERIFY);
+        /* Re-MAC'd by someone with the keys: no flag opens as a first send, 1 as a retry ... */
+        n = reforge_retry(&rig.req_keys, msg, len, -1, 0, msg2);
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                         MPOS_OK);
+        assert_int_equal(back.retry, 0);
+        n = reforge_retry(&rig.req_keys, msg, len, 1, 0, msg2);
+        assert_int_equal(n, len);
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                         MPOS_OK);
+        assert_int_equal(back.retry, 1);
+        /* ... any other value, or the flag out of order (before DF34's place), is malformed. */
+        static const int bad[] = {0, 2, 0x80, 0xFF};
+        for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+            n = reforge_retry(&rig.req_keys, msg, len, bad[b], 0, msg2);
+            memset(&back, 0x5A, sizeof(back));
+            assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                             MPOS_ERR_FORMAT);
+            assert_memory_equal(&back, zero, sizeof(back));
+        }
+        n = reforge_retry(&rig.req_keys, msg, len, 1, 0xDF30, msg2);
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                         MPOS_ERR_FORMAT);
+        /* A reversal is never a retry: DF35 after its DF34, re-MAC'd, is malformed. */
+        rig_next(&rig);
+        q.retry = 0;
+        q.msg_type = MPOS_SEALED_MSG_REVERSAL;
+        q.entry_mode = MPOS_ENTRY_NONE;
+        memset(&q.card, 0, sizeof(q.card));
+        q.reversal_reason = MPOS_SEALED_REV_NO_RESPONSE;
+        assert_int_equal(
+            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+            MPOS_OK);
+        n = reforge_retry(&rig.req_keys, msg, len, 1, 0, msg2);
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                         MPOS_ERR_FORMAT);
+        n = reforge_retry(&rig.req_keys, msg, len, -1, 0, msg2);
+        assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
+                         MPOS_OK);
+        q.retry = 1;
+        assert_int_equal(
+            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg2, sizeof(msg2), &n),
+            MPOS_ERR_FORMAT);
+    }
+}
+
 /* T-CHAN-2: a response to another request is refused, even a perfectly genuine one: the retry
  * of a transaction (same sequence, new KSN) does not accept the answer to the first try, and
  * the first try does not accept the answer to the retry. */
@@ -1379,7 +1524,7 @@ int main(void)
         cmocka_unit_test(test_seal_refusals),      cmocka_unit_test(test_masked_pan_consistency),
         cmocka_unit_test(test_response),           cmocka_unit_test(test_response_binding),
         cmocka_unit_test(test_response_malformed), cmocka_unit_test(test_response_refusals),
-        cmocka_unit_test(test_reversal_reason),
+        cmocka_unit_test(test_reversal_reason),    cmocka_unit_test(test_retry_flag),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -77,6 +77,7 @@ struct breq {
     char pin[MPOS_PIN_BUF_LEN];
     int pin_ok;
     char rc[3];
+    uint64_t at; /* the monotonic clock when it arrived */
 };
 
 enum be_mode { BE_NORMAL = 0, BE_DROP, BE_FORGE, BE_OTHER_SEQ, BE_OTHER_KSN, BE_GARBAGE };
@@ -126,6 +127,7 @@ static struct rig {
     size_t bdk_len;
     enum be_mode mode;
     int mode_count;
+    int retry94; /* answer retries (DF35) with 94: the first still in flight */
     uint32_t last_counter;
     struct breq log[MAX_BREQ];
     size_t nlog;
@@ -633,6 +635,7 @@ static void be_handle(const uint8_t *msg, size_t len)
     assert_true(R.nlog < MAX_BREQ);
     struct breq *b = &R.log[R.nlog++];
     memset(b, 0, sizeof(*b));
+    b->at = R.mono;
     assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, NULL, msg, len, &b->q), MPOS_OK);
     /* B-REPLAY-1: each KSN counter above the last accepted one. */
     uint32_t counter = ksn_counter(b->q.ksn, b->q.ksn_len);
@@ -695,6 +698,13 @@ static void be_handle(const uint8_t *msg, size_t len)
         }
         if (b->q.entry_mode == MPOS_ENTRY_CHIP) {
             resp.iad_len = issuer_arpc(&b->q, &p, b->rc, resp.iad);
+        }
+        if (b->q.retry && R.retry94) {
+            memset(&resp.auth_code, 0, sizeof(resp.auth_code));
+            memset(&resp.arc, 0, sizeof(resp.arc));
+            resp.iad_len = 0;
+            strcpy(resp.response_code, "94");
+            strcpy(b->rc, "94");
         }
     }
     enum be_mode mode = BE_NORMAL;
@@ -910,6 +920,9 @@ static void rig_setup(int tdes)
     R.env.host.session = &R.session;
     R.env.host.write = h_write;
     R.env.host.poll = h_poll;
+    /* The tests of a lost response expect today's single send; test_retry_* turn it on. */
+    R.cfg.retries = MPOS_TXN_NO_RETRY;
+    R.retry94 = 0;
     assert_int_equal(mpos_txn_init(&R.txn, &R.cfg, &R.env), MPOS_OK);
 }
 
@@ -1479,6 +1492,113 @@ static void test_no_response(void **state)
     (void)state;
     NEED_CARDS();
     check_no_response(BE_DROP, MPOS_TXN_R_NO_RESPONSE);
+}
+
+/* docs/protocol.md 2.8: the response to a chip sale is lost; after the online timeout and the
+ * retry delay the same transaction goes again under a new KSN with the same sequence number,
+ * the same clear fields and EMV data, the retry flag and no PIN block; the back end's answer
+ * to it (bound to the new KSN) completes the chip and the sale, and the reversal record goes.
+ * The key store's sequence number the retry took is skipped. */
+static void test_retry_lost_response(void **state)
+{
+    (void)state;
+    NEED_CARDS();
+    for (int tdes = 0; tdes <= 1; tdes++) {
+        rig_setup(tdes);
+        R.cfg.retries = 0; /* the default: one retry */
+        R.cfg.retry_delay_ms = 0;
+        R.cfg.online_timeout_ms = 3000;
+        assert_int_equal(mpos_txn_init(&R.txn, &R.cfg, &R.env), MPOS_OK);
+        R.mode = BE_DROP;
+        R.mode_count = 1;
+        chip_sale("approve", "1234", 3100);
+        mpos_txn_result r = run();
+        assert_int_equal(r.outcome, MPOS_LINK_OUTCOME_APPROVED);
+        assert_int_equal(r.reason, MPOS_TXN_R_APPROVED);
+        assert_string_equal(r.response_code, "00");
+        assert_string_equal(r.auth_code, "A1B2C3");
+        assert_int_equal(r.sequence, 1);
+        assert_false(r.reversal_pending);
+        assert_false(R.has_rev);
+        assert_non_null(first_shown(MPOS_HAL_PROMPT_APPROVED));
+        assert_null(first_shown(MPOS_HAL_PROMPT_NO_RESPONSE));
+        assert_int_equal(R.nlog, 2);
+        const mpos_sealed_request *a = &R.log[0].q, *b = &R.log[1].q;
+        assert_int_equal(a->retry, 0);
+        assert_int_equal(a->has_pin, 1);
+        assert_true(R.log[0].pin_ok);
+        assert_int_equal(b->msg_type, MPOS_SEALED_MSG_REQUEST);
+        assert_int_equal(b->retry, 1);
+        assert_int_equal(b->has_pin, 0);
+        assert_int_equal(b->sequence, a->sequence);
+        assert_int_equal(b->ksn_len, a->ksn_len);
+        assert_memory_not_equal(b->ksn, a->ksn, a->ksn_len); /* be_handle: counter above */
+        assert_int_equal(b->amount, a->amount);
+        assert_int_equal(b->txn_type, a->txn_type);
+        assert_string_equal(b->datetime, a->datetime);
+        assert_string_equal(b->masked_pan, a->masked_pan);
+        assert_int_equal(b->card.emv_len, a->card.emv_len);
+        assert_memory_equal(b->card.emv, a->card.emv, a->card.emv_len); /* the same ARQC */
+        /* After the online timeout, then the default delay. */
+        assert_true(R.log[1].at - R.log[0].at >= 3000 + MPOS_TXN_RETRY_DELAY_MS);
+        assert_true(R.log[1].at - R.log[0].at < 3000 + MPOS_TXN_RETRY_DELAY_MS + 1000);
+        const mpos_link_msg *res = check_events();
+        assert_int_equal(res->u.result.outcome, MPOS_LINK_OUTCOME_APPROVED);
+        /* The next transaction: no reversal first; sequence 2 went to the retry's key. */
+        chip_sale("approve", "1234", 3200);
+        r = run();
+        assert_int_equal(r.outcome, MPOS_LINK_OUTCOME_APPROVED);
+        assert_int_equal(R.nlog, 3);
+        assert_int_equal(R.log[2].q.msg_type, MPOS_SEALED_MSG_REQUEST);
+        assert_int_equal(R.log[2].q.retry, 0);
+        assert_int_equal(R.log[2].q.sequence, 3);
+    }
+}
+
+/* The retry's answer is 94 (the first still in flight at the back end), or the retry gets no
+ * answer either: no valid response, the card gets no ARC, the record says "no response" and
+ * the reversal goes before the next transaction. A configured delay is honoured. */
+static void test_retry_in_flight_or_lost(void **state)
+{
+    (void)state;
+    NEED_CARDS();
+    for (int k = 0; k < 2; k++) {
+        rig_setup(0);
+        R.cfg.retries = 0;
+        R.cfg.retry_delay_ms = 2500;
+        R.cfg.online_timeout_ms = 3000;
+        assert_int_equal(mpos_txn_init(&R.txn, &R.cfg, &R.env), MPOS_OK);
+        R.mode = BE_DROP;
+        R.mode_count = k == 0 ? 1 : 2;
+        R.retry94 = k == 0;
+        chip_sale("approve", "1234", 3100);
+        mpos_txn_result r = run();
+        assert_int_equal(r.outcome, MPOS_LINK_OUTCOME_NO_RESPONSE);
+        assert_int_equal(r.reason, MPOS_TXN_R_NO_RESPONSE);
+        assert_true(r.reversal_pending);
+        assert_string_equal(r.response_code, "");
+        assert_string_equal(r.auth_code, "");
+        assert_int_equal(R.nlog, 2);
+        assert_int_equal(R.log[1].q.retry, 1);
+        assert_int_equal(R.log[1].q.sequence, 1);
+        assert_true(R.log[1].at - R.log[0].at >= 3000 + 2500);
+        assert_true(R.has_rev);
+        assert_int_equal(R.rev.sequence, 1);
+        assert_int_equal(R.rev.reason, MPOS_REVERSAL_NO_RESPONSE);
+        assert_non_null(first_shown(MPOS_HAL_PROMPT_NO_RESPONSE));
+        assert_null(first_shown(MPOS_HAL_PROMPT_APPROVED));
+        /* The reversal goes before the next transaction, for sequence 1. */
+        R.retry94 = 0;
+        chip_sale("approve", "1234", 3200);
+        r = run();
+        assert_int_equal(r.outcome, MPOS_LINK_OUTCOME_APPROVED);
+        assert_int_equal(R.nlog, 4);
+        assert_int_equal(R.log[2].q.msg_type, MPOS_SEALED_MSG_REVERSAL);
+        assert_int_equal(R.log[2].q.sequence, 1);
+        assert_int_equal(R.log[2].q.retry, 0);
+        assert_int_equal(R.log[3].q.sequence, 4); /* 2: the retry's key, 3: the reversal's */
+        assert_false(R.has_rev);
+    }
 }
 
 static int recv_nothing(void *ctx, uint8_t *buf, size_t cap, size_t *len, uint32_t timeout_ms)
@@ -2087,6 +2207,8 @@ int main(void)
         cmocka_unit_test(test_forged_response),
         cmocka_unit_test(test_mismatched_response),
         cmocka_unit_test(test_no_response),
+        cmocka_unit_test(test_retry_lost_response),
+        cmocka_unit_test(test_retry_in_flight_or_lost),
         cmocka_unit_test(test_reversal_blocks_next),
         cmocka_unit_test(test_void_reversal_after_restart),
         cmocka_unit_test(test_reversal_reason_from_record),

@@ -26,6 +26,10 @@ import time
 import traceback
 import zlib
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..",
+                                "tests", "testutil"))
+import mpostest  # noqa: E402 (tests/testutil, found from here)
+
 TERMINAL, MPOSCTL, HSMD, CRYPTO = [os.path.abspath(a) for a in sys.argv[1:5]]
 COMPONENTS = ["0F1E2D3C4B5A69788796A5B4C3D2E1F00112233445566778899AABBCCDDEEFF0",
               "A5A5A5A55A5A5A5A3C3C3C3CC3C3C3C3966969966996699600FF00FFFF00FF00"]
@@ -36,39 +40,12 @@ def kcv(key_hex):
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-class Hsmd:
-    """An mpos-hsmd with a tools socket, started and stopped by pid (as test_mposctl_hsm.py)."""
+class Hsmd(mpostest.Hsmd):
+    """An mpos-hsmd with a tools socket, started and stopped by pid (tests/testutil)."""
 
     def __init__(self, tmp, extra):
-        self.sock = os.path.join(tmp, "tools.sock")
-        log = os.path.join(tmp, "audit.log")
-        self.err = open(os.path.join(tmp, "hsmd.err"), "w+")
-        self.proc = subprocess.Popen([HSMD, "--socket", "tools=" + self.sock, "--audit-log", log]
-                                     + extra, stdin=subprocess.DEVNULL, stdout=self.err,
-                                     stderr=self.err)
-        for _ in range(200):
-            if self.proc.poll() is not None:
-                self.err.seek(0)
-                raise AssertionError("mpos-hsmd exited: " + self.err.read())
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(self.sock)
-                s.close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError("mpos-hsmd did not come up")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.err.close()
+        super().__init__(HSMD, os.path.join(tmp, "tools.sock"), os.path.join(tmp, "audit.log"),
+                         os.path.join(tmp, "hsmd.err"), extra)
 
 
 def ctl(env, *args, check=0):

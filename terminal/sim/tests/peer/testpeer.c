@@ -201,38 +201,6 @@ static int unhex(const char *s, uint8_t *out_buf, size_t cap, size_t *len)
     return 0;
 }
 
-static const char *prompt_name(unsigned id)
-{
-    static const char *const names[] = {"?",
-                                        "WELCOME",
-                                        "NOT_ACTIVATED",
-                                        "ACTIVATING",
-                                        "ACTIVATED",
-                                        "CONFIRM_AMOUNT",
-                                        "PRESENT_CARD",
-                                        "USE_CHIP",
-                                        "CHIP_ERROR_SWIPE",
-                                        "ENTER_PIN",
-                                        "WRONG_PIN",
-                                        "PROCESSING",
-                                        "APPROVED",
-                                        "DECLINED",
-                                        "CANCELLED",
-                                        "REMOVE_CARD",
-                                        "CARD_ERROR",
-                                        "NO_RESPONSE",
-                                        "CARD_EXPIRED"};
-    return id < sizeof(names) / sizeof(names[0]) ? names[id] : "?";
-}
-
-static const char *outcome_name(unsigned o)
-{
-    static const char *const names[] = {"?",         "APPROVED",         "DECLINED",
-                                        "CANCELLED", "NO_RESPONSE",      "CARD_ERROR",
-                                        "ACTIVATED", "ACTIVATION_FAILED"};
-    return o < sizeof(names) / sizeof(names[0]) ? names[o] : "?";
-}
-
 static void txn_reset(void)
 {
     P.evts_len = 0;
@@ -781,16 +749,16 @@ static void on_frame(const mpos_link_frame *f)
     case MPOS_LINK_EVT_PROMPT_SHOWN:
         out("{\"kind\":\"prompt\",\"prompt\":\"%s\",\"type\":%u,\"amount\":%llu,\"currency\":%u,"
             "\"count\":%u}",
-            prompt_name(m.u.prompt.prompt), m.u.prompt.txn_type,
+            mpos_link_prompt_name(m.u.prompt.prompt), m.u.prompt.txn_type,
             (unsigned long long)m.u.prompt.amount, m.u.prompt.currency, m.u.prompt.count);
         append(P.evts, &P.evts_len, "%s\"%s\"", P.evts_len ? "," : "",
-               prompt_name(m.u.prompt.prompt));
+               mpos_link_prompt_name(m.u.prompt.prompt));
         break;
     case MPOS_LINK_EVT_RESULT:
         out("{\"kind\":\"result\",\"outcome\":\"%s\",\"type\":%u,\"amount\":%llu,\"currency\":%u,"
             "\"sequence\":%u,\"rc\":\"%s\",\"auth\":\"%s\",\"rrn\":\"%s\",\"pan\":\"%s\","
             "\"events\":[%s],\"sealed\":[%s]}",
-            outcome_name(m.u.result.outcome), m.u.result.txn_type,
+            mpos_link_outcome_name(m.u.result.outcome), m.u.result.txn_type,
             (unsigned long long)m.u.result.amount, m.u.result.currency, m.u.result.txn_seq,
             m.u.result.response_code, m.u.result.auth_code, m.u.result.rrn, m.u.result.masked_pan,
             P.evts, P.sealed);
