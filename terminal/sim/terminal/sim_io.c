@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "link/link.h"
 #include "mpos/util.h"
 #ifdef MPOS_HAVE_PCSC
 #include "pcsc_reader.h"
@@ -262,26 +263,7 @@ void sim_keypad_follow(struct sim_keypad *kp, const struct sim_display *d)
 
 const char *sim_prompt_name(unsigned prompt)
 {
-    static const char *const names[] = {"?",
-                                        "WELCOME",
-                                        "NOT_ACTIVATED",
-                                        "ACTIVATING",
-                                        "ACTIVATED",
-                                        "CONFIRM_AMOUNT",
-                                        "PRESENT_CARD",
-                                        "USE_CHIP",
-                                        "CHIP_ERROR_SWIPE",
-                                        "ENTER_PIN",
-                                        "WRONG_PIN",
-                                        "PROCESSING",
-                                        "APPROVED",
-                                        "DECLINED",
-                                        "CANCELLED",
-                                        "REMOVE_CARD",
-                                        "CARD_ERROR",
-                                        "NO_RESPONSE",
-                                        "CARD_EXPIRED"};
-    return prompt < sizeof(names) / sizeof(names[0]) ? names[prompt] : "?";
+    return mpos_link_prompt_name(prompt); /* the link's names: every tool spells them alike */
 }
 
 int sim_display_init(struct sim_display *d, const char *log_path, int tty)

@@ -11,8 +11,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..",
+                                "tests", "testutil"))
+import mpostest  # noqa: E402  (tests/testutil: shared by the python tests)
 
 BDK = "FEDCBA9876543210F1F1F1F1F1F1F1F1"  # X9.24-3-2017 test BDK (AES-128)
 IKID = "1234567890123456"
@@ -260,18 +265,7 @@ class Cardsim:
         self.path = os.environ["MPOS_CARDSIM_CONTROL"]
 
     def ctl(self, line):
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(5)
-        s.connect(self.path)
-        s.sendall((line + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(256)
-            if not chunk:
-                break
-            buf += chunk
-        s.close()
-        ans = buf.decode().strip()
+        ans = mpostest.unix_request(self.path, line, timeout=5, bufsize=256)
         if not ans.startswith("ok"):
             raise AssertionError("cardsim %s: %s" % (line, ans))
         return ans
