@@ -137,11 +137,24 @@ static void conn_close(struct bs_conn *c, const char *reason)
     event_add(c->close_ev, &tv);
 }
 
-static void send_frame(struct bs_conn *c, struct hw_out *o)
+/* Starts a frame to the host in buf. An error (a buffer too small) sticks in the writer, like
+ * those of the puts after it: send_frame() reports it and sends nothing. */
+static void frame_init(mpos_hostmsg_writer *o, uint8_t *buf, size_t cap, uint8_t type)
+{
+    if (mpos_hostmsg_writer_init(o, buf, cap, type) != MPOS_OK) {
+        return; /* o->err holds it */
+    }
+}
+
+static void send_frame(struct bs_conn *c, mpos_hostmsg_writer *o)
 {
     size_t n = 0;
-    if (hw_out_finish(o, &n) != 0) {
-        bs_log("error", "frame_too_long", c->id, NULL);
+    int rc = mpos_hostmsg_finish(o, &n);
+    if (rc != MPOS_OK) {
+        /* Too long, or a value the codec refuses (e.g. a masked-pan not in the first 6 /
+         * last 4 form): nothing goes out. */
+        bs_log("error", rc == MPOS_ERR_LENGTH ? "frame_too_long" : "frame_refused", c->id, " rc=%d",
+               rc);
         return;
     }
     if (bufferevent_write(c->bev, o->buf, n) != 0) {
@@ -153,21 +166,21 @@ static void send_frame(struct bs_conn *c, struct hw_out *o)
 void bs_conn_send_error(struct bs_conn *c, int code, const char *message)
 {
     uint8_t buf[300];
-    struct hw_out o;
-    hw_out_init(&o, buf, sizeof(buf), HW_ERROR);
-    hw_put_u16(&o, HW_T_ERROR, (uint16_t)code);
-    hw_put_str(&o, HW_T_MESSAGE, message);
+    mpos_hostmsg_writer o;
+    frame_init(&o, buf, sizeof(buf), MPOS_HOSTMSG_ERROR);
+    mpos_hostmsg_put_u16(&o, MPOS_HM_ERROR, (uint16_t)code);
+    mpos_hostmsg_put_text(&o, MPOS_HM_MESSAGE, message);
     send_frame(c, &o);
 }
 
 void bs_conn_send_tunnel(struct bs_conn *c, const uint8_t *data, size_t len)
 {
-    uint8_t buf[5 + HW_FIELD_HDR + BK_TUNNEL_CHUNK];
+    uint8_t buf[BK_FRAME_CAP(BK_TUNNEL_CHUNK)];
     while (len > 0) {
         size_t n = len > BK_TUNNEL_CHUNK ? BK_TUNNEL_CHUNK : len;
-        struct hw_out o;
-        hw_out_init(&o, buf, sizeof(buf), HW_TUNNEL_OUT);
-        hw_put(&o, HW_T_DATA, data, n);
+        mpos_hostmsg_writer o;
+        frame_init(&o, buf, sizeof(buf), MPOS_HOSTMSG_TUNNEL_DOWN);
+        mpos_hostmsg_put(&o, MPOS_HM_DATA, data, n);
         send_frame(c, &o);
         data += n;
         len -= n;
@@ -177,28 +190,28 @@ void bs_conn_send_tunnel(struct bs_conn *c, const uint8_t *data, size_t len)
 void bs_conn_send_txn_result(struct bs_conn *c, const mpos_bk_txn_outcome *r)
 {
     uint8_t buf[512];
-    struct hw_out o;
+    mpos_hostmsg_writer o;
     size_t pl = strlen(r->masked_pan);
-    hw_out_init(&o, buf, sizeof(buf), HW_TXN_RESULT);
+    frame_init(&o, buf, sizeof(buf), MPOS_HOSTMSG_TXN_RESULT);
     size_t ml = strnlen(r->merchant_id, sizeof(r->merchant_id));
     if (ml >= 1 && ml <= 15) {
         char mid[16];
         snprintf(mid, sizeof(mid), "%-15.15s", r->merchant_id); /* DE 42: ans 15, padded */
-        hw_put_str(&o, HW_T_MERCHANT_ID, mid);
+        mpos_hostmsg_put_text(&o, MPOS_HM_MERCHANT_ID, mid);
     }
     if (strlen(r->terminal_id) == 8) {
-        hw_put_str(&o, HW_T_TERMINAL_ID, r->terminal_id);
+        mpos_hostmsg_put_text(&o, MPOS_HM_TERMINAL_ID, r->terminal_id);
     }
-    hw_put_u8(&o, HW_T_TXN_TYPE, r->txn_type);
-    hw_put_u64(&o, HW_T_AMOUNT, r->amount);
-    hw_put_u16(&o, HW_T_CURRENCY, r->currency);
+    mpos_hostmsg_put_u8(&o, MPOS_HM_TXN_TYPE, r->txn_type);
+    mpos_hostmsg_put_u64(&o, MPOS_HM_AMOUNT, r->amount);
+    mpos_hostmsg_put_u16(&o, MPOS_HM_CURRENCY, r->currency);
     if (pl >= 12 && pl <= 19) {
-        hw_put_str(&o, HW_T_MASKED_PAN, r->masked_pan); /* first 6 / last 4 only */
+        mpos_hostmsg_put_text(&o, MPOS_HM_MASKED_PAN, r->masked_pan); /* first 6 / last 4 only */
     }
-    hw_put_str(&o, HW_T_RESPONSE_CODE, r->response_code);
-    hw_put_str(&o, HW_T_AUTH_CODE, r->auth_code);
-    hw_put_str(&o, HW_T_RRN, r->rrn);
-    hw_put_u32(&o, HW_T_SEQUENCE, r->sequence);
+    mpos_hostmsg_put_text(&o, MPOS_HM_RESPONSE_CODE, r->response_code);
+    mpos_hostmsg_put_text(&o, MPOS_HM_AUTH_CODE, r->auth_code);
+    mpos_hostmsg_put_text(&o, MPOS_HM_RRN, r->rrn);
+    mpos_hostmsg_put_u32(&o, MPOS_HM_SEQUENCE, r->sequence);
     send_frame(c, &o);
 }
 
@@ -218,17 +231,18 @@ static int travel(struct bs_conn *c, uint8_t type)
     bs_log("warn", "alert", c->id, " alert=impossible_travel merchant=%s user=%s peer=%s",
            bs_log_safe(c->sess.merchant, m, sizeof(m)), bs_log_safe(c->sess.username, u, sizeof(u)),
            c->peer);
-    return c->w->srv->cfg->decline_impossible_travel && type != HW_LOGOUT && type != HW_TUNNEL;
+    return c->w->srv->cfg->decline_impossible_travel && type != MPOS_HOSTMSG_LOGOUT &&
+           type != MPOS_HOSTMSG_TUNNEL;
 }
 
 static void envelope_refused(struct bs_conn *c, int code, const char *why, uint8_t type)
 {
-    bs_log("warn", code == HW_ERR_INTEGRITY ? "integrity_refused" : "envelope_refused", c->id,
+    bs_log("warn", code == MPOS_HMERR_INTEGRITY ? "integrity_refused" : "envelope_refused", c->id,
            " type=0x%02X reason=%s peer=%s", type, why, c->peer);
-    bs_conn_send_error(c, code, code == HW_ERR_INTEGRITY ? "integrity" : "envelope");
+    bs_conn_send_error(c, code, code == MPOS_HMERR_INTEGRITY ? "integrity" : "envelope");
 }
 
-static void do_login(struct bs_conn *c, const struct hw_msg *m)
+static void do_login(struct bs_conn *c, const mpos_hostmsg *m)
 {
     const struct bs_config *cfg = c->w->srv->cfg;
     char merchant[16], username[33], password[129], sm[20], su[40];
@@ -237,14 +251,14 @@ static void do_login(struct bs_conn *c, const struct hw_msg *m)
     enum mpos_operator_role role = MPOS_ROLE_CASHIER;
     int rc;
     password[0] = '\0';
-    if (!m->f[HW_T_MERCHANT].present || !m->f[HW_T_USERNAME].present ||
-        !m->f[HW_T_PASSWORD].present) {
+    if (!mpos_hostmsg_has(m, MPOS_HM_MERCHANT) || !mpos_hostmsg_has(m, MPOS_HM_USERNAME) ||
+        !mpos_hostmsg_has(m, MPOS_HM_PASSWORD)) {
         /* A LOGIN without its own fields: the envelope may still be fine, the request not. */
-        bs_conn_send_error(c, HW_ERR_BAD_REQUEST, "bad-request");
+        bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
         return;
     }
     if (bs_login_key(c->ssl, key) != 0) {
-        bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
+        bs_conn_send_error(c, MPOS_HMERR_INTERNAL, "internal");
         return;
     }
     rc = bs_envelope_check(cfg, m, key, &c->last_counter, &c->env, &why);
@@ -253,10 +267,20 @@ static void do_login(struct bs_conn *c, const struct hw_msg *m)
         envelope_refused(c, rc, why, m->type);
         return;
     }
-    hw_text(&m->f[HW_T_MERCHANT], merchant, sizeof(merchant));
-    hw_text(&m->f[HW_T_USERNAME], username, sizeof(username));
-    hw_text(&m->f[HW_T_PASSWORD], password, sizeof(password));
-    if (memchr(m->f[HW_T_PASSWORD].v, 0, m->f[HW_T_PASSWORD].len) != NULL) {
+    /* The parser checked the lengths (merchant 1..15, username 1..32, password 1..128): each
+     * fits its buffer. */
+    const uint8_t *pw = NULL;
+    size_t pw_len = 0;
+    if (mpos_hostmsg_get_text(m, MPOS_HM_MERCHANT, merchant, sizeof(merchant)) != MPOS_OK ||
+        mpos_hostmsg_get_text(m, MPOS_HM_USERNAME, username, sizeof(username)) != MPOS_OK ||
+        mpos_hostmsg_get(m, MPOS_HM_PASSWORD, &pw, &pw_len) != MPOS_OK ||
+        pw_len >= sizeof(password)) {
+        bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
+        return;
+    }
+    memcpy(password, pw, pw_len);
+    password[pw_len] = '\0';
+    if (memchr(pw, 0, pw_len) != NULL) {
         rc = MPOS_STORE_DENIED; /* an embedded NUL would shorten what is checked */
     } else {
         rc = mpos_store_operator_verify(c->w->store, merchant, username, password,
@@ -266,18 +290,19 @@ static void do_login(struct bs_conn *c, const struct hw_msg *m)
     bs_log_safe(merchant, sm, sizeof(sm));
     bs_log_safe(username, su, sizeof(su));
     if (rc != 0) {
-        int code = rc == MPOS_STORE_LOCKED                                ? HW_ERR_LOCKED
-                   : rc == MPOS_STORE_DENIED || rc == MPOS_STORE_DISABLED ? HW_ERR_BAD_CREDENTIALS
-                                                                          : HW_ERR_INTERNAL;
+        int code = rc == MPOS_STORE_LOCKED ? MPOS_HMERR_LOCKED
+                   : rc == MPOS_STORE_DENIED || rc == MPOS_STORE_DISABLED
+                       ? MPOS_HMERR_BAD_CREDENTIALS
+                       : MPOS_HMERR_INTERNAL;
         bs_log("warn", "login_failed", c->id, " merchant=%s user=%s peer=%s reason=%s", sm, su,
                c->peer,
-               code == HW_ERR_LOCKED     ? "locked"
-               : code == HW_ERR_INTERNAL ? "store"
-                                         : "credentials");
+               code == MPOS_HMERR_LOCKED     ? "locked"
+               : code == MPOS_HMERR_INTERNAL ? "store"
+                                             : "credentials");
         bs_conn_send_error(c, code,
-                           code == HW_ERR_LOCKED            ? "locked"
-                           : code == HW_ERR_BAD_CREDENTIALS ? "bad-credentials"
-                                                            : "internal");
+                           code == MPOS_HMERR_LOCKED            ? "locked"
+                           : code == MPOS_HMERR_BAD_CREDENTIALS ? "bad-credentials"
+                                                                : "internal");
         return;
     }
     struct bs_session s;
@@ -298,7 +323,7 @@ static void do_login(struct bs_conn *c, const struct hw_msg *m)
         bs_session_create(c->w->store, token, &s) != 0 ||
         bs_session_key(c->ssl, token, c->env_key) != 0) {
         MPOS_WIPE_BUFFER(token);
-        bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
+        bs_conn_send_error(c, MPOS_HMERR_INTERNAL, "internal");
         return;
     }
     memcpy(c->token, token, 32);
@@ -312,34 +337,36 @@ static void do_login(struct bs_conn *c, const struct hw_msg *m)
         bs_session_revoke(c->w->store, token);
         MPOS_WIPE_BUFFER(token);
         c->logged_in = 0;
-        bs_conn_send_error(c, HW_ERR_INTEGRITY, "impossible travel");
+        bs_conn_send_error(c, MPOS_HMERR_INTEGRITY, "impossible travel");
         return;
     }
     uint8_t buf[128];
-    struct hw_out o;
-    hw_out_init(&o, buf, sizeof(buf), HW_LOGIN_OK);
-    hw_put(&o, HW_T_TOKEN, token, 32);
-    hw_put_str(&o, HW_T_ROLE, role_name(s.role));
-    hw_put_u64(&o, HW_T_EXPIRES, (uint64_t)s.expires);
+    mpos_hostmsg_writer o;
+    frame_init(&o, buf, sizeof(buf), MPOS_HOSTMSG_LOGIN_OK);
+    mpos_hostmsg_put(&o, MPOS_HM_SESSION_TOKEN, token, 32);
+    mpos_hostmsg_put_text(&o, MPOS_HM_ROLE, role_name(s.role));
+    mpos_hostmsg_put_u64(&o, MPOS_HM_EXPIRES, (uint64_t)s.expires);
     send_frame(c, &o);
     MPOS_WIPE_BUFFER(token);
 }
 
-static void do_resume(struct bs_conn *c, const struct hw_msg *m)
+static void do_resume(struct bs_conn *c, const mpos_hostmsg *m)
 {
     const struct bs_config *cfg = c->w->srv->cfg;
     uint8_t key[32], token[32];
     const char *why = NULL;
     struct bs_session s;
     int rc;
-    if (!m->f[HW_T_TOKEN].present) {
-        bs_conn_send_error(c, HW_ERR_BAD_REQUEST, "bad-request");
+    const uint8_t *tv = NULL;
+    size_t tl = 0;
+    if (mpos_hostmsg_get(m, MPOS_HM_SESSION_TOKEN, &tv, &tl) != MPOS_OK || tl != sizeof(token)) {
+        bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
         return;
     }
-    memcpy(token, m->f[HW_T_TOKEN].v, 32);
+    memcpy(token, tv, sizeof(token));
     if (bs_session_key(c->ssl, token, key) != 0) {
         MPOS_WIPE_BUFFER(token);
-        bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
+        bs_conn_send_error(c, MPOS_HMERR_INTERNAL, "internal");
         return;
     }
     /* The MAC first: a forged RESUME learns nothing about which tokens exist. */
@@ -360,9 +387,9 @@ static void do_resume(struct bs_conn *c, const struct hw_msg *m)
         MPOS_WIPE_BUFFER(token);
         bs_log("warn", "resume_failed", c->id, " peer=%s reason=%s", c->peer,
                rc == BK_SESSION_EXPIRED ? "expired" : "unknown");
-        bs_conn_send_error(c,
-                           rc == BK_SESSION_EXPIRED ? HW_ERR_SESSION_EXPIRED : HW_ERR_NOT_LOGGED_IN,
-                           rc == BK_SESSION_EXPIRED ? "session-expired" : "not-logged-in");
+        bs_conn_send_error(
+            c, rc == BK_SESSION_EXPIRED ? MPOS_HMERR_SESSION_EXPIRED : MPOS_HMERR_NOT_LOGGED_IN,
+            rc == BK_SESSION_EXPIRED ? "session-expired" : "not-logged-in");
         return;
     }
     memcpy(c->token, token, 32);
@@ -377,32 +404,33 @@ static void do_resume(struct bs_conn *c, const struct hw_msg *m)
            role_name(s.role), c->peer);
     if (travel(c, m->type)) {
         c->logged_in = 0;
-        bs_conn_send_error(c, HW_ERR_INTEGRITY, "impossible travel");
+        bs_conn_send_error(c, MPOS_HMERR_INTEGRITY, "impossible travel");
         return;
     }
     uint8_t buf[128];
-    struct hw_out o;
-    hw_out_init(&o, buf, sizeof(buf), HW_RESUME_OK);
-    hw_put_str(&o, HW_T_ROLE, role_name(s.role));
-    hw_put_u64(&o, HW_T_EXPIRES, (uint64_t)s.expires);
-    hw_put_str(&o, HW_T_MERCHANT, s.merchant);
+    mpos_hostmsg_writer o;
+    frame_init(&o, buf, sizeof(buf), MPOS_HOSTMSG_RESUME_OK);
+    mpos_hostmsg_put_text(&o, MPOS_HM_ROLE, role_name(s.role));
+    mpos_hostmsg_put_u64(&o, MPOS_HM_EXPIRES, (uint64_t)s.expires);
+    mpos_hostmsg_put_text(&o, MPOS_HM_MERCHANT, s.merchant);
     send_frame(c, &o);
 }
 
-static void do_txn_begin(struct bs_conn *c, const struct hw_msg *m)
+static void do_txn_begin(struct bs_conn *c, const mpos_hostmsg *m)
 {
-    if (!m->f[HW_T_TXN_TYPE].present || !m->f[HW_T_AMOUNT].present ||
-        !m->f[HW_T_CURRENCY].present) {
-        bs_conn_send_error(c, HW_ERR_BAD_REQUEST, "bad-request");
+    uint8_t type = 0;
+    uint64_t amount = 0;
+    uint16_t currency = 0;
+    if (mpos_hostmsg_get_u8(m, MPOS_HM_TXN_TYPE, &type) != MPOS_OK ||
+        mpos_hostmsg_get_u64(m, MPOS_HM_AMOUNT, &amount) != MPOS_OK ||
+        mpos_hostmsg_get_u16(m, MPOS_HM_CURRENCY, &currency) != MPOS_OK) {
+        bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
         return;
     }
-    uint8_t type = (uint8_t)hw_u64(&m->f[HW_T_TXN_TYPE]);
-    uint64_t amount = hw_u64(&m->f[HW_T_AMOUNT]);
-    uint16_t currency = (uint16_t)hw_u64(&m->f[HW_T_CURRENCY]);
     int needs_ref = type == 2 || type == 3;
-    if (type < 1 || type > 4 || (needs_ref && !m->f[HW_T_REFERENCE].present) || currency == 0 ||
-        currency > 999 || amount > 999999999999ull) {
-        bs_conn_send_error(c, HW_ERR_BAD_REQUEST, "bad-request");
+    if (type < 1 || type > 4 || (needs_ref && !mpos_hostmsg_has(m, MPOS_HM_REFERENCE)) ||
+        currency == 0 || currency > 999 || amount > 999999999999ull) {
+        bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
         return;
     }
     /* A-OPER-1, least privilege: cashiers sell and ask balances; voids and refunds are the
@@ -410,11 +438,16 @@ static void do_txn_begin(struct bs_conn *c, const struct hw_msg *m)
     if (c->sess.role != MPOS_ROLE_SUPERVISOR && type != 1 && type != 4) {
         bs_log("warn", "forbidden", c->id, " what=txn_begin txn_type=%u role=%s", type,
                role_name(c->sess.role));
-        bs_conn_send_error(c, HW_ERR_FORBIDDEN, "forbidden");
+        bs_conn_send_error(c, MPOS_HMERR_FORBIDDEN, "forbidden");
         return;
     }
-    char ref[33];
-    hw_text(&m->f[HW_T_REFERENCE], ref, sizeof(ref));
+    char ref[33] = "";
+    /* Optional (sale, balance); its length 1..32 was checked by the parser. */
+    if (mpos_hostmsg_has(m, MPOS_HM_REFERENCE) &&
+        mpos_hostmsg_get_text(m, MPOS_HM_REFERENCE, ref, sizeof(ref)) != MPOS_OK) {
+        bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
+        return;
+    }
     if (needs_ref) {
         /* Void and refund by reference: the original (this merchant's approved sale, found
          * by RRN in the journal) fixes the currency, and for a void the amount (the host may
@@ -436,7 +469,7 @@ static void do_txn_begin(struct bs_conn *c, const struct hw_msg *m)
             char sr[40];
             bs_log("warn", "txn_begin_refused", c->id, " txn_type=%u ref=%s reason=%s", type,
                    bs_log_safe(ref, sr, sizeof(sr)), why);
-            bs_conn_send_error(c, rc != 0 ? HW_ERR_INTERNAL : HW_ERR_BAD_REQUEST, why);
+            bs_conn_send_error(c, rc != 0 ? MPOS_HMERR_INTERNAL : MPOS_HMERR_BAD_REQUEST, why);
             return;
         }
         if (type == 2) {
@@ -452,12 +485,12 @@ static void do_txn_begin(struct bs_conn *c, const struct hw_msg *m)
     bs_log("info", "txn_begin", c->id, " txn_type=%u amount=%llu currency=%u", type,
            (unsigned long long)amount, currency);
     uint8_t buf[64];
-    struct hw_out o;
-    hw_out_init(&o, buf, sizeof(buf), HW_TXN_OK);
+    mpos_hostmsg_writer o;
+    frame_init(&o, buf, sizeof(buf), MPOS_HOSTMSG_TXN_OK);
     if (needs_ref) {
         /* What the terminal must show and the operator confirm (START_TXN). */
-        hw_put_u64(&o, HW_T_AMOUNT, amount);
-        hw_put_u16(&o, HW_T_CURRENCY, currency);
+        mpos_hostmsg_put_u64(&o, MPOS_HM_AMOUNT, amount);
+        mpos_hostmsg_put_u16(&o, MPOS_HM_CURRENCY, currency);
     }
     send_frame(c, &o);
 }
@@ -466,12 +499,12 @@ static void do_settle(struct bs_conn *c)
 {
     if (c->sess.role != MPOS_ROLE_SUPERVISOR) {
         bs_log("warn", "forbidden", c->id, " what=settle role=%s", role_name(c->sess.role));
-        bs_conn_send_error(c, HW_ERR_FORBIDDEN, "forbidden");
+        bs_conn_send_error(c, MPOS_HMERR_FORBIDDEN, "forbidden");
         return;
     }
     char *t = malloc(16001);
     if (t == NULL) {
-        bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
+        bs_conn_send_error(c, MPOS_HMERR_INTERNAL, "internal");
         return;
     }
     t[0] = '\0';
@@ -481,19 +514,19 @@ static void do_settle(struct bs_conn *c)
            bs_log_safe(c->sess.merchant, sm, sizeof(sm)), rc);
     if (rc != 0) {
         free(t);
-        bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
+        bs_conn_send_error(c, MPOS_HMERR_INTERNAL, "internal");
         return;
     }
-    uint8_t *buf = malloc(5 + HW_FIELD_HDR + 16000);
+    uint8_t *buf = malloc(BK_FRAME_CAP(16000));
     if (buf == NULL) {
         free(t);
-        bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
+        bs_conn_send_error(c, MPOS_HMERR_INTERNAL, "internal");
         return;
     }
-    struct hw_out o;
+    mpos_hostmsg_writer o;
     size_t tl = strnlen(t, 16000);
-    hw_out_init(&o, buf, 5 + HW_FIELD_HDR + 16000, HW_SETTLE_OK);
-    hw_put(&o, HW_T_TEXT, t, tl);
+    frame_init(&o, buf, BK_FRAME_CAP(16000), MPOS_HOSTMSG_SETTLE_OK);
+    mpos_hostmsg_put(&o, MPOS_HM_TEXT, t, tl);
     send_frame(c, &o);
     free(buf);
     free(t);
@@ -508,30 +541,30 @@ static void do_logout(struct bs_conn *c)
     c->has_intent = 0;
     bs_log("info", "logout", c->id, NULL);
     uint8_t buf[16];
-    struct hw_out o;
-    hw_out_init(&o, buf, sizeof(buf), HW_LOGOUT_OK);
+    mpos_hostmsg_writer o;
+    frame_init(&o, buf, sizeof(buf), MPOS_HOSTMSG_LOGOUT_OK);
     send_frame(c, &o);
 }
 
 static void handle_frame(struct bs_conn *c, const uint8_t *msg, size_t len)
 {
-    struct hw_msg m;
+    mpos_hostmsg m;
     const char *why = NULL;
-    if (hw_parse(msg, len, &m) != 0) {
+    if (bs_msg_parse(&m, msg, len) != 0) {
         bs_log("warn", "bad_request", c->id, " type=0x%02X peer=%s", msg[0], c->peer);
-        bs_conn_send_error(c, HW_ERR_BAD_REQUEST, "bad-request");
+        bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
         return;
     }
-    if (m.type == HW_LOGIN) {
+    if (m.type == MPOS_HOSTMSG_LOGIN) {
         do_login(c, &m);
         return;
     }
-    if (m.type == HW_RESUME) {
+    if (m.type == MPOS_HOSTMSG_RESUME) {
         do_resume(c, &m);
         return;
     }
     if (!c->logged_in) {
-        bs_conn_send_error(c, HW_ERR_NOT_LOGGED_IN, "not-logged-in");
+        bs_conn_send_error(c, MPOS_HMERR_NOT_LOGGED_IN, "not-logged-in");
         return;
     }
     int rc = bs_envelope_check(c->w->srv->cfg, &m, c->env_key, &c->last_counter, &c->env, &why);
@@ -540,38 +573,41 @@ static void handle_frame(struct bs_conn *c, const uint8_t *msg, size_t len)
         return;
     }
     if (!mpos_ct_equal(c->env.device_id, c->sess.device_id, 32)) {
-        envelope_refused(c, HW_ERR_ENVELOPE, "device", m.type);
+        envelope_refused(c, MPOS_HMERR_ENVELOPE, "device", m.type);
         return;
     }
     if ((int64_t)time(NULL) >= c->sess.expires) {
         bs_session_revoke(c->w->store, c->token);
         c->logged_in = 0;
-        bs_conn_send_error(c, HW_ERR_SESSION_EXPIRED, "session-expired");
+        bs_conn_send_error(c, MPOS_HMERR_SESSION_EXPIRED, "session-expired");
         return;
     }
     if (travel(c, m.type)) {
-        bs_conn_send_error(c, HW_ERR_INTEGRITY, "impossible travel");
+        bs_conn_send_error(c, MPOS_HMERR_INTEGRITY, "impossible travel");
         return;
     }
     switch (m.type) {
-    case HW_TUNNEL:
-        if (!m.f[HW_T_DATA].present) {
-            bs_conn_send_error(c, HW_ERR_BAD_REQUEST, "bad-request");
+    case MPOS_HOSTMSG_TUNNEL: {
+        const uint8_t *data = NULL;
+        size_t data_len = 0;
+        if (mpos_hostmsg_get(&m, MPOS_HM_DATA, &data, &data_len) != MPOS_OK) {
+            bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
             return;
         }
-        bs_inner_feed(c->inner, c, m.f[HW_T_DATA].v, m.f[HW_T_DATA].len);
+        bs_inner_feed(c->inner, c, data, data_len);
         break;
-    case HW_TXN_BEGIN:
+    }
+    case MPOS_HOSTMSG_TXN_BEGIN:
         do_txn_begin(c, &m);
         break;
-    case HW_SETTLE:
+    case MPOS_HOSTMSG_SETTLE:
         do_settle(c);
         break;
-    case HW_LOGOUT:
+    case MPOS_HOSTMSG_LOGOUT:
         do_logout(c);
         break;
     default:
-        bs_conn_send_error(c, HW_ERR_BAD_REQUEST, "bad-request");
+        bs_conn_send_error(c, MPOS_HMERR_BAD_REQUEST, "bad-request");
         break;
     }
 }
@@ -592,7 +628,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             break;
         }
         uint32_t n = mpos_load_be32(hdr);
-        if (n == 0 || n > HW_MAX_LEN) {
+        if (n == 0 || n > MPOS_HOSTMSG_MAX_LEN) {
             /* 1.1: larger (or empty) frames close the connection; nothing else is read. */
             bs_log("warn", "oversize_frame", c->id, " length=%lu peer=%s", (unsigned long)n,
                    c->peer);
@@ -680,7 +716,7 @@ struct bs_conn *bs_conn_new(struct bs_worker *w, const struct bs_handoff *h)
     }
     struct timeval idle = {(time_t)w->srv->cfg->idle_timeout_s, 0};
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 4 + HW_MAX_LEN + 1);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 4 + MPOS_HOSTMSG_MAX_LEN + 1);
     bufferevent_set_timeouts(c->bev, &idle, NULL);
     bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
     if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0) {

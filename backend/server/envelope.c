@@ -53,66 +53,66 @@ int bs_session_key(SSL *ssl, const uint8_t token[32], uint8_t key[32])
     return rc;
 }
 
-static const uint8_t envelope_tags[] = {HW_T_LAT,      HW_T_LON,         HW_T_ACCURACY,
-                                        HW_T_LOC_TIME, HW_T_DEVICE_ID,   HW_T_DEBUGGER,
-                                        HW_T_ROOT,     HW_T_BINARY_HASH, HW_T_COUNTER};
+int bs_msg_parse(mpos_hostmsg *m, const uint8_t *msg, size_t len)
+{
+    int rc = mpos_hostmsg_parse(m, msg, len);
+    if (rc == MPOS_OK) {
+        rc = mpos_hostmsg_check_allowed(m);
+    }
+    return rc;
+}
 
-int bs_envelope_check(const struct bs_config *c, const struct hw_msg *m, const uint8_t key[32],
+int bs_envelope_check(const struct bs_config *c, const mpos_hostmsg *m, const uint8_t key[32],
                       uint64_t *last_counter, struct bs_envelope *env, const char **why)
 {
-    uint8_t mac[32];
+    struct mpos_hostmsg_envelope e;
+    uint64_t counter = 0;
     memset(env, 0, sizeof(*env));
     *why = "missing";
-    for (size_t i = 0; i < sizeof(envelope_tags); i++) {
-        if (!m->f[envelope_tags[i]].present) {
-            return HW_ERR_ENVELOPE;
+    for (uint8_t tag = 0; tag < MPOS_HOSTMSG_TAG_LIMIT; tag++) {
+        if ((MPOS_HOSTMSG_ENVELOPE_FIELDS & MPOS_HOSTMSG_BIT(tag)) != 0 &&
+            !mpos_hostmsg_has(m, tag)) {
+            return MPOS_HMERR_ENVELOPE;
         }
     }
-    if (!m->f[HW_T_MAC].present || m->mac_off == 0) {
-        return HW_ERR_ENVELOPE;
-    }
-    /* The MAC covers the type byte up to the end of the field before mac. The type byte sits
-     * just before the first field: m->f[...].v points into the same buffer. */
-    const uint8_t *type_byte = m->f[HW_T_MAC].v - HW_FIELD_HDR - m->mac_off;
-    if (mpos_hmac_sha256(key, 32, type_byte, m->mac_off, mac) != MPOS_OK) {
-        *why = "internal";
-        return HW_ERR_INTERNAL;
-    }
-    int good = mpos_ct_equal(mac, m->f[HW_T_MAC].v, 32);
-    MPOS_WIPE_BUFFER(mac);
-    if (!good) {
+    /* The MAC covers the type byte up to the end of the field before mac (constant time). */
+    int rc = mpos_hostmsg_verify_mac(m, key, 32);
+    if (rc == MPOS_ERR_VERIFY || rc == MPOS_ERR_FORMAT) {
         *why = "mac";
-        return HW_ERR_ENVELOPE;
+        return MPOS_HMERR_ENVELOPE;
     }
-    env->counter = hw_u64(&m->f[HW_T_COUNTER]);
-    if (env->counter <= *last_counter) {
+    if (rc != MPOS_OK) {
+        *why = "internal";
+        return MPOS_HMERR_INTERNAL;
+    }
+    if (mpos_hostmsg_get_u64(m, MPOS_HM_COUNTER, &counter) != MPOS_OK || counter <= *last_counter) {
         *why = "counter";
-        return HW_ERR_ENVELOPE;
+        return MPOS_HMERR_ENVELOPE;
     }
-    env->lat_e7 = (int32_t)(uint32_t)hw_u64(&m->f[HW_T_LAT]);
-    env->lon_e7 = (int32_t)(uint32_t)hw_u64(&m->f[HW_T_LON]);
-    env->accuracy_m = (uint32_t)hw_u64(&m->f[HW_T_ACCURACY]);
-    env->loc_time = hw_u64(&m->f[HW_T_LOC_TIME]);
-    memcpy(env->device_id, m->f[HW_T_DEVICE_ID].v, 32);
-    uint8_t dbg = m->f[HW_T_DEBUGGER].v[0], root = m->f[HW_T_ROOT].v[0];
-    memcpy(env->binary_hash, m->f[HW_T_BINARY_HASH].v, 32);
-    if (env->lat_e7 < -900000000 || env->lat_e7 > 900000000 || env->lon_e7 < -1800000000 ||
-        env->lon_e7 > 1800000000 || dbg > 1 || root > 1) {
+    /* The ranges of H-GEO-1 (lib/hostmsg: coordinates, accuracy, loc-time; flags 0/1). */
+    if (mpos_hostmsg_get_envelope(m, &e) != MPOS_OK) {
         *why = "range";
-        return HW_ERR_ENVELOPE;
+        return MPOS_HMERR_ENVELOPE;
     }
-    env->debugger = dbg;
-    env->root = root;
+    env->counter = e.counter;
+    env->lat_e7 = e.lat;
+    env->lon_e7 = e.lon;
+    env->accuracy_m = e.accuracy;
+    env->loc_time = e.loc_time;
+    memcpy(env->device_id, e.device_id, sizeof(env->device_id));
+    memcpy(env->binary_hash, e.binary_hash, sizeof(env->binary_hash));
+    env->debugger = e.debugger;
+    env->root = e.root;
     /* Authentic: the counter moves even if the policy refuses, so the message cannot be
      * replayed either way. */
     *last_counter = env->counter;
     if (env->root && !c->allow_root) {
         *why = "root";
-        return HW_ERR_INTEGRITY;
+        return MPOS_HMERR_INTEGRITY;
     }
     if (env->debugger && !c->allow_debugger) {
         *why = "debugger";
-        return HW_ERR_INTEGRITY;
+        return MPOS_HMERR_INTEGRITY;
     }
     if (c->n_binary_hashes > 0) {
         int known = 0;
@@ -121,7 +121,7 @@ int bs_envelope_check(const struct bs_config *c, const struct hw_msg *m, const u
         }
         if (!known) {
             *why = "binary_hash";
-            return HW_ERR_INTEGRITY;
+            return MPOS_HMERR_INTEGRITY;
         }
     }
     *why = "ok";

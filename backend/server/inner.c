@@ -109,7 +109,7 @@ static void refuse(struct bs_inner *in, struct bs_conn *c, const char *reason)
            in->ssl != NULL && SSL_session_reused(in->ssl) == 1);
     send_status(in, c, MPOS_TUNNEL_ERROR, MPOS_TUNNEL_ST_TERMINAL_REFUSED);
     close_tunnel(in, c);
-    bs_conn_send_error(c, HW_ERR_TERMINAL, "terminal");
+    bs_conn_send_error(c, MPOS_HMERR_TERMINAL, "terminal");
 }
 
 /* After the handshake: who is it, and may it use this channel? 0 when accepted. Also after
@@ -418,7 +418,7 @@ void bs_inner_feed(struct bs_inner *in, struct bs_conn *c, const uint8_t *data, 
             BIO_free(r);
             BIO_free(w);
             reset(in);
-            bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
+            bs_conn_send_error(c, MPOS_HMERR_INTERNAL, "internal");
             return;
         }
         BIO_set_mem_eof_return(r, -1); /* empty means "more later", not end of stream */
@@ -430,7 +430,7 @@ void bs_inner_feed(struct bs_inner *in, struct bs_conn *c, const uint8_t *data, 
     }
     if (BIO_write(SSL_get_rbio(in->ssl), data, (int)len) != (int)len) {
         reset(in);
-        bs_conn_send_error(c, HW_ERR_INTERNAL, "internal");
+        bs_conn_send_error(c, MPOS_HMERR_INTERNAL, "internal");
         return;
     }
     if (!SSL_is_init_finished(in->ssl)) {
@@ -447,7 +447,7 @@ void bs_inner_feed(struct bs_inner *in, struct bs_conn *c, const uint8_t *data, 
             ERR_clear_error();
             flush(in, c); /* the alert */
             reset(in);
-            bs_conn_send_error(c, HW_ERR_TERMINAL, "terminal");
+            bs_conn_send_error(c, MPOS_HMERR_TERMINAL, "terminal");
             return;
         }
         flush(in, c);

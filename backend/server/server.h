@@ -20,15 +20,17 @@
 #include <openssl/ssl.h>
 
 #include "bk_txn.h"
-#include "hostwire.h"
 #include "mpos/daemon.h"
 #include "mpos/err.h"
+#include "mpos/hostmsg.h"
 #include "mpos/store.h"
 #include "mpos/tunnel.h"
 
-#define BK_MAX_WORKERS      64
-#define BK_FRAME_TIMEOUT_S  10    /* 1.1: one frame must arrive within 10 s */
-#define BK_TUNNEL_CHUNK     16384 /* 1.2: data field of one TUNNEL message */
+#define BK_MAX_WORKERS     64
+#define BK_FRAME_TIMEOUT_S 10    /* 1.1: one frame must arrive within 10 s */
+#define BK_TUNNEL_CHUNK    16384 /* 1.2: data field of one TUNNEL message */
+/* A frame of one field of vlen bytes: length prefix, type, tag + u16 length, value. */
+#define BK_FRAME_CAP(vlen)  (MPOS_HOSTMSG_HDR_LEN + 1u + 3u + (size_t)(vlen))
 #define BK_MAX_BINARY_HASH  64
 #define BK_SHUTDOWN_GRACE_S 30 /* bound on waiting for in-flight transactions at SIGTERM */
 
@@ -142,9 +144,15 @@ int bs_session_key(SSL *ssl, const uint8_t token[32], uint8_t key[32]) MPOS_MUST
 
 /* Checks the envelope of m (frame = the type byte and what follows, len bytes): every field
  * present, the MAC under key, the counter above *last_counter, the location in range; then the
- * integrity policy. 0 (and *last_counter moved, *env filled), HW_ERR_ENVELOPE or
- * HW_ERR_INTEGRITY (with a fixed reason word in *why). */
-int bs_envelope_check(const struct bs_config *c, const struct hw_msg *m, const uint8_t key[32],
+ * integrity policy. 0 (and *last_counter moved, *env filled), MPOS_HMERR_ENVELOPE or
+ * MPOS_HMERR_INTEGRITY (with a fixed reason word in *why). */
+/* Parses one host message (type byte and body, len bytes) with lib/hostmsg's strictness and
+ * refuses an unknown type or a field its type may not carry (1.3). Missing fields are left to
+ * the handlers: where they check them decides the error (1.4: a missing envelope field is an
+ * envelope refusal, a LOGIN without its password a bad request). 0 or an MPOS_ERR_*. */
+int bs_msg_parse(mpos_hostmsg *m, const uint8_t *msg, size_t len) MPOS_MUST_CHECK;
+
+int bs_envelope_check(const struct bs_config *c, const mpos_hostmsg *m, const uint8_t key[32],
                       uint64_t *last_counter, struct bs_envelope *env, const char **why);
 
 /* Impossible travel: records (who, location) and returns 1 when the previous location of the
@@ -170,7 +178,7 @@ struct bs_worker {
     struct bs_conn *conns;  /* doubly linked */
     atomic_uint n_conns;
     mpos_store *store; /* this thread's handle */
-    uint8_t frame[4 + HW_MAX_LEN];
+    uint8_t frame[4 + MPOS_HOSTMSG_MAX_LEN];
 };
 
 struct bs_server {

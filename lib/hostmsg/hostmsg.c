@@ -192,6 +192,104 @@ exit:
     return rc;
 }
 
+#define B(tag) MPOS_HOSTMSG_BIT(tag)
+
+/* docs/system-design.md 1.3, by message type: what it may carry and what it must. */
+struct type_fields {
+    uint8_t type;
+    uint64_t allowed;
+    uint64_t required;
+};
+
+#define ENV MPOS_HOSTMSG_ENVELOPE_FIELDS
+static const struct type_fields TYPES[] = {
+    {MPOS_HOSTMSG_LOGIN, ENV | B(MPOS_HM_MERCHANT) | B(MPOS_HM_USERNAME) | B(MPOS_HM_PASSWORD),
+     ENV | B(MPOS_HM_MERCHANT) | B(MPOS_HM_USERNAME) | B(MPOS_HM_PASSWORD)},
+    {MPOS_HOSTMSG_RESUME, ENV | B(MPOS_HM_SESSION_TOKEN), ENV | B(MPOS_HM_SESSION_TOKEN)},
+    {MPOS_HOSTMSG_TUNNEL, ENV | B(MPOS_HM_DATA), ENV | B(MPOS_HM_DATA)},
+    {MPOS_HOSTMSG_TXN_BEGIN,
+     ENV | B(MPOS_HM_TXN_TYPE) | B(MPOS_HM_AMOUNT) | B(MPOS_HM_CURRENCY) | B(MPOS_HM_REFERENCE),
+     ENV | B(MPOS_HM_TXN_TYPE) | B(MPOS_HM_AMOUNT) | B(MPOS_HM_CURRENCY)},
+    {MPOS_HOSTMSG_SETTLE, ENV, ENV},
+    {MPOS_HOSTMSG_LOGOUT, ENV, ENV},
+    {MPOS_HOSTMSG_LOGIN_OK, B(MPOS_HM_SESSION_TOKEN) | B(MPOS_HM_ROLE) | B(MPOS_HM_EXPIRES),
+     B(MPOS_HM_SESSION_TOKEN) | B(MPOS_HM_ROLE) | B(MPOS_HM_EXPIRES)},
+    {MPOS_HOSTMSG_RESUME_OK, B(MPOS_HM_ROLE) | B(MPOS_HM_EXPIRES) | B(MPOS_HM_MERCHANT),
+     B(MPOS_HM_ROLE) | B(MPOS_HM_EXPIRES) | B(MPOS_HM_MERCHANT)},
+    {MPOS_HOSTMSG_TUNNEL_DOWN, B(MPOS_HM_DATA), B(MPOS_HM_DATA)},
+    /* amount and currency only for a void or refund (the original's). */
+    {MPOS_HOSTMSG_TXN_OK, B(MPOS_HM_AMOUNT) | B(MPOS_HM_CURRENCY), 0},
+    {MPOS_HOSTMSG_SETTLE_OK, B(MPOS_HM_TEXT), B(MPOS_HM_TEXT)},
+    {MPOS_HOSTMSG_LOGOUT_OK, 0, 0},
+    /* merchant-id, terminal-id and masked-pan are left out when the outcome has none. */
+    {MPOS_HOSTMSG_TXN_RESULT,
+     B(MPOS_HM_MERCHANT_ID) | B(MPOS_HM_TERMINAL_ID) | B(MPOS_HM_TXN_TYPE) | B(MPOS_HM_AMOUNT) |
+         B(MPOS_HM_CURRENCY) | B(MPOS_HM_MASKED_PAN) | B(MPOS_HM_RESPONSE_CODE) |
+         B(MPOS_HM_AUTH_CODE) | B(MPOS_HM_RRN) | B(MPOS_HM_SEQUENCE),
+     B(MPOS_HM_TXN_TYPE) | B(MPOS_HM_AMOUNT) | B(MPOS_HM_CURRENCY) | B(MPOS_HM_RESPONSE_CODE) |
+         B(MPOS_HM_AUTH_CODE) | B(MPOS_HM_RRN) | B(MPOS_HM_SEQUENCE)},
+    {MPOS_HOSTMSG_ERROR, B(MPOS_HM_ERROR) | B(MPOS_HM_MESSAGE), B(MPOS_HM_ERROR)},
+};
+#undef ENV
+
+int mpos_hostmsg_type_fields(uint8_t type, uint64_t *allowed, uint64_t *required)
+{
+    uint64_t a = 0;
+    uint64_t r = 0;
+    int known = 0;
+    for (size_t i = 0; i < sizeof(TYPES) / sizeof(TYPES[0]); i++) {
+        if (TYPES[i].type == type) {
+            a = TYPES[i].allowed;
+            r = TYPES[i].required;
+            known = 1;
+            break;
+        }
+    }
+    if (allowed != NULL) {
+        *allowed = a;
+    }
+    if (required != NULL) {
+        *required = r;
+    }
+    return known;
+}
+
+/* The tags present in m as a mask. */
+static uint64_t present_mask(const mpos_hostmsg *m)
+{
+    uint64_t have = 0;
+    for (unsigned t = 0; t < MPOS_HOSTMSG_TAG_LIMIT; t++) {
+        if (m->f[t].present) {
+            have |= B(t);
+        }
+    }
+    return have;
+}
+
+int mpos_hostmsg_check_allowed(const mpos_hostmsg *m)
+{
+    uint64_t allowed = 0;
+    if (m == NULL) {
+        return MPOS_ERR_ARG;
+    }
+    if (!mpos_hostmsg_type_fields(m->type, &allowed, NULL)) {
+        return MPOS_ERR_FORMAT;
+    }
+    return (present_mask(m) & ~allowed) == 0 ? MPOS_OK : MPOS_ERR_FORMAT;
+}
+
+int mpos_hostmsg_check_required(const mpos_hostmsg *m)
+{
+    uint64_t required = 0;
+    if (m == NULL) {
+        return MPOS_ERR_ARG;
+    }
+    if (!mpos_hostmsg_type_fields(m->type, NULL, &required)) {
+        return MPOS_ERR_FORMAT;
+    }
+    return (present_mask(m) & required) == required ? MPOS_OK : MPOS_ERR_FORMAT;
+}
+
 int mpos_hostmsg_has(const mpos_hostmsg *m, uint8_t tag)
 {
     return m != NULL && tag < MPOS_HOSTMSG_TAG_LIMIT && m->f[tag].present;

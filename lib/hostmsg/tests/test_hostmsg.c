@@ -426,6 +426,158 @@ static void test_keys(void **state)
     assert_memory_not_equal(k, want, 32);
 }
 
+/* A message of the given type with the given fields (by hand: the writer has no table), each
+ * with a value valid for its tag; parsed into *m. */
+static int parse_with(mpos_hostmsg *m, uint8_t *buf, uint8_t type, const uint8_t *tags,
+                      size_t n_tags)
+{
+    size_t n = 0;
+    buf[n++] = type;
+    for (size_t i = 0; i < n_tags; i++) {
+        uint16_t min = 0;
+        assert_true(mpos_hostmsg_tag_range(tags[i], &min, NULL));
+        uint16_t len = min > 0 ? min : 1;
+        buf[n++] = tags[i];
+        mpos_store_be16(buf + n, len);
+        n += 2;
+        /* '1' is valid for every kind of value of the tags used below. */
+        memset(buf + n, tags[i] == MPOS_HM_TXN_TYPE ? 1 : '1', len);
+        if (tags[i] == MPOS_HM_DEBUGGER || tags[i] == MPOS_HM_ROOT) {
+            buf[n] = 0; /* a flag: 0/1 */
+        }
+        n += len;
+    }
+    return mpos_hostmsg_parse(m, buf, n);
+}
+
+static const uint8_t ENV_TAGS[] = {MPOS_HM_LAT,      MPOS_HM_LON,         MPOS_HM_ACCURACY,
+                                   MPOS_HM_LOC_TIME, MPOS_HM_DEVICE_ID,   MPOS_HM_DEBUGGER,
+                                   MPOS_HM_ROOT,     MPOS_HM_BINARY_HASH, MPOS_HM_COUNTER};
+
+/* The per-type table of 1.3: what a type may carry, what it must, unknown types. */
+static void test_type_fields(void **state)
+{
+    (void)state;
+    static uint8_t buf[1024];
+    uint8_t tags[40];
+    mpos_hostmsg m;
+    uint64_t allowed = 1;
+    uint64_t required = 1;
+    const uint64_t env = MPOS_HOSTMSG_ENVELOPE_FIELDS;
+
+    /* The table itself, written out from 1.3. */
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_LOGIN, &allowed, &required), 1);
+    assert_true(allowed ==
+                (env | MPOS_HOSTMSG_BIT(MPOS_HM_MERCHANT) | MPOS_HOSTMSG_BIT(MPOS_HM_USERNAME) |
+                 MPOS_HOSTMSG_BIT(MPOS_HM_PASSWORD)));
+    assert_true(required == allowed);
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_RESUME, &allowed, &required), 1);
+    assert_true(allowed == (env | MPOS_HOSTMSG_BIT(MPOS_HM_SESSION_TOKEN)) && required == allowed);
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_TUNNEL, &allowed, &required), 1);
+    assert_true(allowed == (env | MPOS_HOSTMSG_BIT(MPOS_HM_DATA)) && required == allowed);
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_TXN_BEGIN, &allowed, &required), 1);
+    assert_true((allowed & MPOS_HOSTMSG_BIT(MPOS_HM_REFERENCE)) != 0);
+    assert_true(required == (allowed & ~MPOS_HOSTMSG_BIT(MPOS_HM_REFERENCE)));
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_SETTLE, &allowed, &required), 1);
+    assert_true(allowed == env && required == env);
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_LOGOUT, &allowed, &required), 1);
+    assert_true(allowed == env && required == env);
+    /* Back end -> host: no envelope. */
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_TUNNEL_DOWN, &allowed, &required), 1);
+    assert_true(allowed == MPOS_HOSTMSG_BIT(MPOS_HM_DATA) && required == allowed);
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_TXN_OK, &allowed, &required), 1);
+    assert_true(allowed ==
+                    (MPOS_HOSTMSG_BIT(MPOS_HM_AMOUNT) | MPOS_HOSTMSG_BIT(MPOS_HM_CURRENCY)) &&
+                required == 0);
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_LOGOUT_OK, &allowed, &required), 1);
+    assert_true(allowed == 0 && required == 0);
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_TXN_RESULT, &allowed, &required), 1);
+    assert_true((allowed & MPOS_HOSTMSG_BIT(MPOS_HM_MASKED_PAN)) != 0);
+    assert_true((required & MPOS_HOSTMSG_BIT(MPOS_HM_MASKED_PAN)) == 0);
+    assert_true((required & MPOS_HOSTMSG_BIT(MPOS_HM_SEQUENCE)) != 0);
+    assert_int_equal(mpos_hostmsg_type_fields(MPOS_HOSTMSG_ERROR, &allowed, &required), 1);
+    assert_true(required == MPOS_HOSTMSG_BIT(MPOS_HM_ERROR) &&
+                allowed == (required | MPOS_HOSTMSG_BIT(MPOS_HM_MESSAGE)));
+    /* Every required set lies in its allowed set, for every type byte; unknown: 0 and masks 0. */
+    unsigned known = 0;
+    for (unsigned t = 0; t < 256; t++) {
+        int k = mpos_hostmsg_type_fields((uint8_t)t, &allowed, &required);
+        known += (unsigned)k;
+        assert_true((required & ~allowed) == 0);
+        if (!k) {
+            assert_true(allowed == 0 && required == 0);
+        }
+    }
+    assert_int_equal(known, 14);
+    assert_int_equal(mpos_hostmsg_type_fields(0x7E, NULL, NULL), 0);
+
+    /* A TUNNEL with data and the envelope: allowed and complete (mac as a plain 32-byte
+     * field here: the table, not the MAC, is under test). */
+    size_t nt = 0;
+    tags[nt++] = MPOS_HM_DATA;
+    memcpy(tags + nt, ENV_TAGS, sizeof(ENV_TAGS));
+    nt += sizeof(ENV_TAGS);
+    tags[nt++] = MPOS_HM_MAC;
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TUNNEL, tags, nt), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_OK);
+    /* Each envelope field and data missing in turn: still allowed, not complete. */
+    for (size_t drop = 0; drop < nt; drop++) {
+        uint8_t fewer[40];
+        size_t k = 0;
+        for (size_t i = 0; i < nt; i++) {
+            if (i != drop) {
+                fewer[k++] = tags[i];
+            }
+        }
+        assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TUNNEL, fewer, k), MPOS_OK);
+        assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_OK);
+        assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_ERR_FORMAT);
+    }
+    /* A field of another message (password in a TUNNEL): not allowed, though complete. */
+    uint8_t more[40];
+    memcpy(more, tags, nt - 1);
+    more[nt - 1] = MPOS_HM_PASSWORD;
+    more[nt] = MPOS_HM_MAC;
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TUNNEL, more, nt + 1), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_ERR_FORMAT);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_OK);
+    /* The envelope on a back end -> host message: not allowed. */
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TUNNEL_DOWN, tags, nt), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_ERR_FORMAT);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_OK);
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TUNNEL_DOWN, tags, 1), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_OK);
+    /* TXN_BEGIN: reference optional (it comes first here so that it can be left out). */
+    const uint8_t txn[] = {MPOS_HM_REFERENCE, MPOS_HM_TXN_TYPE, MPOS_HM_AMOUNT, MPOS_HM_CURRENCY};
+    nt = 0;
+    memcpy(tags, txn, sizeof(txn));
+    nt += sizeof(txn);
+    memcpy(tags + nt, ENV_TAGS, sizeof(ENV_TAGS));
+    nt += sizeof(ENV_TAGS);
+    tags[nt++] = MPOS_HM_MAC;
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TXN_BEGIN, tags, nt), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_OK);
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TXN_BEGIN, tags + 1, nt - 1), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_OK); /* no reference: fine */
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TXN_BEGIN, tags + 2, nt - 2), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_ERR_FORMAT); /* no txn-type */
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_TXN_BEGIN, tags, 4), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_ERR_FORMAT); /* no envelope */
+    /* An unknown type: neither check passes, even for an empty message. */
+    assert_int_equal(parse_with(&m, buf, 0x7E, tags, 0), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_ERR_FORMAT);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_ERR_FORMAT);
+    /* LOGOUT_OK: nothing allowed, nothing required. */
+    assert_int_equal(parse_with(&m, buf, MPOS_HOSTMSG_LOGOUT_OK, tags, 0), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(&m), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_required(&m), MPOS_OK);
+    assert_int_equal(mpos_hostmsg_check_allowed(NULL), MPOS_ERR_ARG);
+    assert_int_equal(mpos_hostmsg_check_required(NULL), MPOS_ERR_ARG);
+}
+
 int main(void)
 {
     for (int i = 0; i < 32; i++) {
@@ -439,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_envelope_checks),
         cmocka_unit_test(test_reader),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_type_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,8 +8,12 @@
  * its type (text characters, 0/1 flags, txn-type 1..4), or anything after the mac field is
  * MPOS_ERR_FORMAT.
  *
- * Which fields a message must carry is the caller's check (the table of 1.3 differs per
- * message and per direction); mpos_hostmsg_get_envelope() checks the envelope's fields.
+ * Which fields each message type may and must carry (the table of 1.3, both directions) is
+ * mpos_hostmsg_type_fields(); mpos_hostmsg_check_allowed() / _check_required() apply it to a
+ * parsed message, separately, because a receiver answers the two differently and at different
+ * points (a foreign field is a bad request at once; a missing envelope field is an envelope
+ * refusal, only after the login state is known). mpos_hostmsg_get_envelope() reads and
+ * range-checks the envelope's fields.
  */
 #ifndef MPOS_HOSTMSG_H
 #define MPOS_HOSTMSG_H
@@ -99,6 +103,16 @@ enum mpos_hostmsg_error {
     MPOS_HMERR_TERMINAL = 11
 };
 
+/* A set of tags as a bit mask: bit t stands for tag t (tags are below 64). */
+#define MPOS_HOSTMSG_BIT(tag) ((uint64_t)1 << (tag))
+/* The envelope every message from the host carries (1.3), mac included. */
+#define MPOS_HOSTMSG_ENVELOPE_FIELDS                                                               \
+    (MPOS_HOSTMSG_BIT(MPOS_HM_LAT) | MPOS_HOSTMSG_BIT(MPOS_HM_LON) |                               \
+     MPOS_HOSTMSG_BIT(MPOS_HM_ACCURACY) | MPOS_HOSTMSG_BIT(MPOS_HM_LOC_TIME) |                     \
+     MPOS_HOSTMSG_BIT(MPOS_HM_DEVICE_ID) | MPOS_HOSTMSG_BIT(MPOS_HM_DEBUGGER) |                    \
+     MPOS_HOSTMSG_BIT(MPOS_HM_ROOT) | MPOS_HOSTMSG_BIT(MPOS_HM_BINARY_HASH) |                      \
+     MPOS_HOSTMSG_BIT(MPOS_HM_COUNTER) | MPOS_HOSTMSG_BIT(MPOS_HM_MAC))
+
 /* One field of a parsed message: points into the caller's input. */
 struct mpos_hostmsg_field {
     const uint8_t *value; /* NULL when absent */
@@ -155,6 +169,20 @@ int mpos_hostmsg_tag_range(uint8_t tag, uint16_t *min_len, uint16_t *max_len);
  * range, MPOS_ERR_FORMAT for a truncated field, unknown or repeated tag, length out of the
  * field's range, bad value, or a field after mac. On error *m holds no field. */
 int mpos_hostmsg_parse(mpos_hostmsg *m, const uint8_t *msg, size_t len) MPOS_MUST_CHECK;
+
+/* The fields a message type may carry (*allowed) and must carry (*required, a subset) as
+ * MPOS_HOSTMSG_BIT masks, from the table of docs/system-design.md 1.3: host -> back end
+ * messages allow and require the envelope besides their own fields; TXN_BEGIN's reference,
+ * TXN_OK's amount and currency, TXN_RESULT's merchant-id, terminal-id and masked-pan, and
+ * ERROR's message are optional. Returns 1 for a known type, 0 (both masks 0) for an unknown
+ * one. Either pointer may be NULL. */
+int mpos_hostmsg_type_fields(uint8_t type, uint64_t *allowed, uint64_t *required);
+/* MPOS_ERR_FORMAT when the message's type is unknown or it carries a field its type may not
+ * carry; MPOS_ERR_ARG for NULL. Missing fields are not checked here. */
+int mpos_hostmsg_check_allowed(const mpos_hostmsg *m) MPOS_MUST_CHECK;
+/* MPOS_ERR_FORMAT when the message's type is unknown or a field its type must carry is
+ * missing; MPOS_ERR_ARG for NULL. */
+int mpos_hostmsg_check_required(const mpos_hostmsg *m) MPOS_MUST_CHECK;
 
 /* 1 when the tag is present. */
 int mpos_hostmsg_has(const mpos_hostmsg *m, uint8_t tag);
