@@ -247,6 +247,19 @@ class Peer:
     def state(self):
         return self.request("info")["state"]
 
+    def start(self, text, timeout=30):
+        """START_TXN as a cashier app sends it: a terminal that has just connected may be
+        sending a reversal it owes (online, state 5) and refuses new orders until it is idle
+        (docs/protocol.md 1.5), so "not allowed" in states 5 and 6 is waited out and the order
+        sent again."""
+        end = time.time() + timeout
+        while True:
+            r = self.request(text)
+            if (r["kind"] != "error" or r["code"] != 2 or r["state"] not in (5, 6)
+                    or time.time() > end):
+                return r
+            time.sleep(0.2)
+
     def stop(self):
         if self.proc.poll() is None:
             try:

@@ -98,7 +98,7 @@ class Env:
         """One transaction to its RESULT; on_prompt(name) runs for every prompt shown. Then
         the card is taken out (REMOVE_CARD holds the terminal in "showing result" while a
         chip card is in) and the terminal is back to idle."""
-        ans = self.peer.request(start)
+        ans = self.peer.start(start)
         assert ans["kind"] == "ack", ans
         while True:
             o = self.peer.wait(("prompt", "result"), timeout)
@@ -404,7 +404,8 @@ def powerloss(env):
             assert rev["sealed"]["sequence"] == pending, (rev, pending)
             pending = None
         env.set(mode="hold" if kind == "held" else "normal")
-        env.peer.request("start 1 777 156")
+        ans = env.peer.start("start 1 777 156")
+        assert ans["kind"] == "ack", ans
         seen_req = None
         while True:
             o = env.peer.wait(("prompt", "sealed", "held", "responded", "result"), 40)
