@@ -23,6 +23,12 @@ mpos-backend, mpos-cardsim behind a real pcscd, mpos-terminal run) and, through 
   switch timeout      the switch answers after the back end's timeout: 91 to the terminal, a
                       reversal (reason 68) stored and forwarded until acknowledged; the
                       ledger ends where it started
+  back end killed     the switch holds its answer; mpos-backend is SIGKILLed once the journal
+  mid-flight          entry is pending with the request sent upstream (and the switch has
+                      debited); restarted on the same store it finishes the entry with 91 and
+                      reverses it (reason 68) by store-and-forward until the 0410: ledger
+                      restored, mpos-host not approved; the terminal's own reversal of it is
+                      answered idempotently (one queue row, no second credit)
   suspended mid-day   mposctl terminal suspend between two sales: the second is refused, not
                       journaled, not charged
   card declines       the issuer approves, the card refuses at the second GENERATE AC: the
@@ -33,6 +39,9 @@ Every scenario checks the receipt / exit status AND the journal / ledger.
 usage: test_e2e_sales.py (environment: MPOS_BUILD_DIR, MPOS_TEST_ARTIFACTS, MPOS_BIN_*)
 """
 import os
+import re
+import signal
+import subprocess
 import sys
 import time
 
@@ -276,6 +285,93 @@ def t_card_declines(env):
     wait_until("ledger restored", lambda: ledger_balance(env, "card-declines") == before, 10)
 
 
+def t_backend_crash(env):
+    amount = 890
+    before = ledger_balance(env, "approve")
+    last = rows(env)
+    last_id = last[-1]["id"] if last else 0
+    lost0 = env.log_text("mpos-switchsim").count("response_lost reason=connection_gone")
+    # The switch decides (and debits) at once but answers after 2.5 s, the back end gives up
+    # after 2 s ([upstream] timeout_ms): mpos-backend is killed before either happens.
+    env.switch("late 2500")
+    env.insert("approve")
+    hp = None
+    try:
+        # The terminal waits 4 s for its answer, then retries once: both land on a dead
+        # tunnel (mpos-host loses its back-end connection with the kill).
+        env.start_terminal(GOOD_PIN, online_timeout=4000, retry_delay=500, retries=1)
+        argv = mposenv.as_service([env.bin("host"), "--config", env.host_conf, "sale",
+                                   "--amount", "%d.%02d" % divmod(amount, 100)])
+        henv = {k: v for k, v in os.environ.items() if not k.startswith("MPOS_HOST_")}
+        henv["HOME"] = henv["XDG_STATE_HOME"] = env.path("host")
+        hp = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=henv,
+                              preexec_fn=mposenv._child_setup)
+
+        def in_flight():
+            # pending + upstream_sent: bk_txn.c marks the entry sent before the first byte
+            # goes; the switch's debit proves the request really arrived.
+            j = env.journal("id > ? AND state = 'pending' AND upstream_sent = 1", (last_id,))
+            return j[0] if j and ledger_balance(env, "approve") == before - amount else None
+        e = wait_until("journal pending, request at the switch", in_flight, timeout=20,
+                       step=0.05)
+        jid = e["id"]
+        os.kill(env.backend_proc.pid, signal.SIGKILL)
+        env.backend_proc.popen.wait(5)
+        check(env.backend_proc.popen.returncode == -signal.SIGKILL, "mpos-backend not killed",
+              env.backend_proc.popen.returncode)
+        j = env.journal("id=?", (jid,))[0]
+        check(j["state"] == "pending" and j["reversed"] == 0,
+              "the kill came after the outcome", j)
+        # The switch answers into the dead connection; the money stays debited meanwhile.
+        wait_until("the switch's late answer", lambda: env.log_text("mpos-switchsim").count(
+            "response_lost reason=connection_gone") > lost0, timeout=5)
+        check(ledger_balance(env, "approve") == before - amount, "ledger: one debit")
+        # The first 0400 after the restart goes unanswered: the reversal stays queued and is
+        # sent again until an 0410 comes (the switch credits once, then "already reversed").
+        env.switch("drop 1")
+        env.restart_backend()
+
+        def reversal_done():
+            r = env.sql("SELECT reason, state, attempts FROM reversals WHERE journal_id=?",
+                        (jid,))
+            return r if r and r[0][1] == "done" else None
+        r = wait_until("reversal of the crashed entry acknowledged", reversal_done, timeout=15)
+        check(len(r) == 1 and r[0][:2] == ("68", "done") and r[0][2] >= 2,
+              "reversal row (reason, state, attempts)", r)
+        j = env.journal("id=?", (jid,))[0]
+        check(j["state"] == "done" and j["response_code"] == "91" and j["reversed"] == 1
+              and not j["auth_code"], "journal after recovery", j)
+        wait_until("ledger restored", lambda: ledger_balance(env, "approve") == before, 10)
+        out, err = hp.communicate(timeout=30)
+        with open(env.path("logs", "mpos-host.log"), "a") as f:
+            f.write("== mpos-host sale, back end killed (exit %d)\n%s%s"
+                    % (hp.returncode, out, err))
+        rc = parse_receipt(out).get("response-code", parse_receipt(out).get("result", ""))
+        check(hp.returncode != 0 and rc != "00", "mpos-host: exit %d" % hp.returncode, out, err)
+    finally:
+        if hp is not None and hp.poll() is None:
+            hp.kill()
+            hp.communicate(timeout=5)
+        env.remove()
+    # A reversal the terminal holds for the lost sale goes at its next host connection: the
+    # back end must answer it without a second queue row or a second credit.
+    p, _ = txn(env, "balance")
+    check(p.returncode == 0, "balance after the crash: exit %d" % p.returncode, p.stdout, p.stderr)
+    # The terminal got no valid response, so it reverses (docs/protocol.md 2.8, reason 01);
+    # the back end answered it (its log line) and found the queue row already there.
+    seq = e["sequence"]
+    check(any("reversal=1" in ln and re.search(r"\bsequence=%d\b" % seq, ln)
+              for ln in env.log_text("mpos-backend").splitlines()),
+          "the terminal's reversal of sequence %d never reached the back end" % seq)
+    time.sleep(1)
+    r = env.sql("SELECT reason, state FROM reversals WHERE journal_id=?", (jid,))
+    check(r == [("68", "done")], "reversal row after the terminal's reversal", r)
+    j = env.journal("id > ? AND txn_type = 1", (last_id,))
+    check(len(j) == 1 and j[0]["response_code"] == "91", "one sale journaled", j)
+    check(ledger_balance(env, "approve") == before, "ledger: credited twice?")
+
+
 def t_suspended_mid_day(env):
     before = ledger_balance(env, "approve")
     p, r = txn(env, "sale", "--amount", "1.11")
@@ -303,6 +399,7 @@ SCENARIOS = [
     ("refund", t_refund),
     ("reversal after switch timeout", t_switch_timeout),
     ("reversal after the card declines", t_card_declines),
+    ("back end killed mid-flight: 91, reversal forwarded after restart", t_backend_crash),
     # Last: the refused sale leaves a reversal the suspended terminal cannot deliver.
     ("terminal suspended mid-day", t_suspended_mid_day),
 ]
