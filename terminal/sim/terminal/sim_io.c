@@ -560,7 +560,7 @@ static int rd_read_tracks(void *ctx, mpos_hal_tracks *tracks)
         (tracks->track1_len > 0 || tracks->track2_len > 0)) {
         rc = 0;
     } else {
-        memset(tracks, 0, sizeof(*tracks));
+        mpos_cleanse(tracks, sizeof(*tracks));
     }
     mpos_cleanse(buf, sizeof(buf));
     return rc;
