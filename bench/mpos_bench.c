@@ -262,17 +262,22 @@ int main(int argc, char **argv)
     }
 #ifdef MPOS_BENCH_HSMD
     /* Through mpos-hsmd's socket, 8 client connections (docs/performance.md). */
-    if (only == NULL || strcmp(only, MPOS_BENCH_HSMD_NAME) == 0) {
+    for (size_t k = 0; k < MPOS_BENCH_HSMD_COUNT; k++) {
+        const struct mpos_bench_hsmd_def *d = &mpos_bench_hsmd_defs[k];
         double rate = 0, wall = 0;
-        if (mpos_bench_hsmd_pin_translate(MPOS_HSMD_PATH, seconds, 8, &rate, &wall) != 0) {
-            fprintf(stderr, "mpos-bench: %s failed\n", MPOS_BENCH_HSMD_NAME);
+        if (only != NULL && strcmp(only, d->name) != 0) {
+            continue;
+        }
+        if (mpos_bench_hsmd_run(d->name, MPOS_HSMD_PATH, seconds, 8, &rate, &wall) != 0) {
+            fprintf(stderr, "mpos-bench: %s failed\n", d->name);
             rc = 1;
         } else if (tsv) {
-            printf("%s\t%.0f\tops/s\n", MPOS_BENCH_HSMD_NAME, rate);
+            printf("%s\t%.0f\tops/s\n", d->name, rate);
         } else {
-            printf("%-22s %14.0f  %s (%.0f/s wall clock as loaded)\n", MPOS_BENCH_HSMD_NAME, rate,
-                   "DUKPT PIN to ZPK through mpos-hsmd, 8 connections, per 2 cores", wall);
+            printf("%-22s %14.0f  %s, 8 connections, per 2 cores (%.0f/s wall clock as loaded)\n",
+                   d->name, rate, d->what, wall);
         }
+        fflush(stdout);
     }
 #endif
     mpos_crypto_clear(&cc);
