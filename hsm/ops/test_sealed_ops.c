@@ -25,6 +25,7 @@
 #include "mpos/util.h"
 #include "msr/msr.h"
 #include "ops.h"
+#include "sealed_testkit.h"
 #include "test_cards.h"
 #include "test_fixture.h"
 #include "testutil.h"
@@ -33,10 +34,8 @@
 static hsm_vault V;
 static mpos_crypto_ctx cc;
 
-#define AES_BDK  "FEDCBA9876543210F1F1F1F1F1F1F1F1"
-#define AES_IKID "1234567890123456"
-#define TDES_BDK "0123456789ABCDEFFEDCBA9876543210"
-#define TDES_KSN "FFFF9876543210E00000"
+#define AES_BDK  STK_AES_BDK128
+#define TDES_BDK STK_TDES_BDK
 /* Zone keys of the test (odd parity, K1 != K2). */
 #define ZPK_HEX "89ABCDEF012345670123456789ABCDEF"
 #define ZEK_HEX "FEDCBA98765432100123456789ABCDEF"
@@ -179,107 +178,27 @@ static void test_key_from_components(void **state)
 
 /* ---- a terminal ----------------------------------------------------------------------------- */
 
+/* The terminal (sealed_testkit.h) and its BDK as hsmd holds it. */
 struct term {
-    enum mpos_sealed_scheme scheme;
-    mpos_dukpt_aes_terminal aes;
-    mpos_dukpt_tdes_terminal tdes;
-    uint8_t ksn[12];
-    size_t ksn_len;
-    mpos_sealed_keys req_keys, resp_keys;
+    struct stk_term t;
     struct hsm_kb_out bdk;
 };
 
 static void term_init(struct term *t, enum mpos_sealed_scheme scheme)
 {
-    uint8_t bdk[16];
     memset(t, 0, sizeof(*t));
-    t->scheme = scheme;
+    assert_int_equal(stk_term_published(&t->t, &cc, scheme), MPOS_OK);
     if (scheme == MPOS_SEALED_TDES) {
-        uint8_t ksn[10], ipek[16];
-        tu_hex(TDES_BDK, bdk, sizeof(bdk));
-        tu_hex(TDES_KSN, ksn, sizeof(ksn));
-        assert_int_equal(mpos_dukpt_tdes_ipek(&cc, bdk, 16, ksn, ipek), MPOS_OK);
-        assert_int_equal(mpos_dukpt_tdes_terminal_load(&t->tdes, &cc, ipek, ksn), MPOS_OK);
-        mpos_cleanse(ipek, sizeof(ipek));
         assert_int_equal(from_hex("B0", 'T', 'X', 2, TDES_BDK, &t->bdk), MPOS_OK);
     } else {
-        uint8_t ikid[8], ik[16];
-        tu_hex(AES_BDK, bdk, sizeof(bdk));
-        tu_hex(AES_IKID, ikid, sizeof(ikid));
-        assert_int_equal(mpos_dukpt_aes_initial_key(&cc, bdk, 16, ikid, ik), MPOS_OK);
-        assert_int_equal(mpos_dukpt_aes_terminal_load(&t->aes, &cc, ik, 16, ikid), MPOS_OK);
-        mpos_cleanse(ik, sizeof(ik));
         assert_int_equal(from_hex("B0", 'A', 'X', 1, AES_BDK, &t->bdk), MPOS_OK);
     }
-    mpos_cleanse(bdk, sizeof(bdk));
 }
 
 static void term_next(struct term *t)
 {
-    if (t->scheme == MPOS_SEALED_TDES) {
-        t->ksn_len = 10;
-        assert_int_equal(mpos_dukpt_tdes_terminal_next(&t->tdes, &cc, t->ksn), MPOS_OK);
-        assert_int_equal(
-            mpos_sealed_keys_tdes(&t->req_keys, &cc, &t->tdes, MPOS_SEALED_DIR_REQUEST, t->ksn),
-            MPOS_OK);
-        assert_int_equal(
-            mpos_sealed_keys_tdes(&t->resp_keys, &cc, &t->tdes, MPOS_SEALED_DIR_RESPONSE, t->ksn),
-            MPOS_OK);
-    } else {
-        t->ksn_len = 12;
-        assert_int_equal(mpos_dukpt_aes_terminal_next(&t->aes, &cc, t->ksn), MPOS_OK);
-        assert_int_equal(mpos_sealed_keys_aes(&t->req_keys, &cc, &t->aes, t->scheme,
-                                              MPOS_SEALED_DIR_REQUEST, t->ksn),
-                         MPOS_OK);
-        assert_int_equal(mpos_sealed_keys_aes(&t->resp_keys, &cc, &t->aes, t->scheme,
-                                              MPOS_SEALED_DIR_RESPONSE, t->ksn),
-                         MPOS_OK);
-    }
+    assert_int_equal(stk_term_next(&t->t), MPOS_OK);
 }
-
-/* The PIN pad: the PIN under the transaction's DUKPT PIN key (format 4 AES / format 0 TDES). */
-static void term_pin(struct term *t, const char *pin, const char *pan, mpos_sealed_request *q)
-{
-    uint8_t key[16];
-    if (t->scheme == MPOS_SEALED_TDES) {
-        assert_int_equal(
-            mpos_dukpt_tdes_terminal_working_key(&t->tdes, &cc, MPOS_DUKPT_TDES_USAGE_PIN, key),
-            MPOS_OK);
-        assert_int_equal(mpos_pin_block_encrypt(&cc, MPOS_PIN_FORMAT_0, MPOS_CIPHER_TDES, key, 16,
-                                                pin, pan, NULL, 0, q->pin_block, &q->pin_block_len),
-                         MPOS_OK);
-        q->pin_format = 0;
-    } else {
-        assert_int_equal(mpos_dukpt_aes_terminal_working_key(&t->aes, &cc, MPOS_DUKPT_AES_USAGE_PIN,
-                                                             MPOS_DUKPT_AES_KEY_AES128, key),
-                         MPOS_OK);
-        assert_int_equal(mpos_pin_block_encrypt(&cc, MPOS_PIN_FORMAT_4, MPOS_CIPHER_AES, key, 16,
-                                                pin, pan, NULL, 0, q->pin_block, &q->pin_block_len),
-                         MPOS_OK);
-        q->pin_format = 4;
-    }
-    q->has_pin = 1;
-    mpos_cleanse(key, sizeof(key));
-}
-
-static const struct tc_card *need_card(const char *name)
-{
-    const struct tc_card *all;
-    if (tc_load(&all) == 0) {
-        return NULL;
-    }
-    const struct tc_card *c = tc_find(name);
-    assert_non_null(c);
-    return c;
-}
-
-#define SKIP_WITHOUT(card)                                                                         \
-    do {                                                                                           \
-        if ((card) == NULL) {                                                                      \
-            print_message("cards.tsv not found: skipped\n");                                       \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
 
 /* Field 55 with cryptogram objects, the PSN, and objects that must never leave hsmd in clear
  * (track 2 57, expiry 5F24, 9F1F track 1 discretionary data). */
@@ -298,43 +217,20 @@ static size_t field55(const mpos_sealed_card *card, uint8_t *out, size_t cap)
     return len;
 }
 
-/* The card read: PAN, expiry, track 2 equivalent (through the terminal's stripe parser). */
-static void card_from(const struct tc_card *c, mpos_sealed_card *out)
-{
-    char t2[64];
-    mpos_msr_card m;
-    size_t l2 = tc_track2(c, "1234", 1, 1, t2, sizeof(t2));
-    assert_int_equal(mpos_msr_parse(NULL, 0, t2, l2, &m), MPOS_OK);
-    memset(out, 0, sizeof(*out));
-    strcpy(out->pan, m.pan);
-    strcpy(out->expiry, m.expiry);
-    memcpy(out->track2, m.track2_eq, m.track2_eq_len);
-    out->track2_len = m.track2_eq_len;
-    mpos_msr_card_clear(&m);
-}
-
 static void sale(struct term *t, const struct tc_card *c, uint8_t entry, mpos_sealed_request *q)
 {
-    memset(q, 0, sizeof(*q));
-    q->msg_type = MPOS_SEALED_MSG_REQUEST;
-    q->sequence = 4242;
-    q->txn_type = MPOS_LINK_TXN_SALE;
-    q->amount = 12345;
-    q->currency = 156;
-    strcpy(q->merchant_id, "898310048990001");
-    strcpy(q->terminal_id, "10000001");
-    strcpy(q->datetime, "20260115093000");
+    stk_request(q, MPOS_SEALED_MSG_REQUEST, 4242, 12345);
     q->entry_mode = entry;
     q->has_location = 1;
     q->location.lat_e7 = -312304170;
     q->location.lon_e7 = 1214737000;
     q->location.accuracy_m = 12;
     q->location.time = 1768469400ull;
-    card_from(c, &q->card);
+    assert_int_equal(stk_card_read(c, &q->card), MPOS_OK);
     if (entry == MPOS_ENTRY_CHIP) {
         q->card.emv_len = field55(&q->card, q->card.emv, sizeof(q->card.emv));
     }
-    term_pin(t, c->pin, c->pan, q);
+    assert_int_equal(stk_term_pin(&t->t, c->pin, c->pan, q), MPOS_OK);
 }
 
 static uint8_t msg[MPOS_SEALED_MAX_REQUEST_LEN];
@@ -344,7 +240,7 @@ static struct hsm_sealed_open_resp open_resp;
 static void seal(struct term *t, const mpos_sealed_request *q)
 {
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &t->req_keys, q, NULL, NULL, msg, sizeof(msg), &msg_len),
+        mpos_sealed_seal_request(&cc, &t->t.req_keys, q, NULL, NULL, msg, sizeof(msg), &msg_len),
         MPOS_OK);
 }
 
@@ -354,9 +250,9 @@ static void check_open(struct term *t, const struct tc_card *c, const mpos_seale
     const struct hsm_sealed_fields *f = &r->fields;
     assert_int_equal(f->msg_type, MPOS_SEALED_MSG_REQUEST);
     assert_int_equal(f->reversal_reason, 0); /* a request has none */
-    assert_int_equal(f->scheme, t->scheme);
-    assert_int_equal(f->ksn_len, t->ksn_len);
-    assert_memory_equal(f->ksn, t->ksn, t->ksn_len);
+    assert_int_equal(f->scheme, t->t.scheme);
+    assert_int_equal(f->ksn_len, t->t.ksn_len);
+    assert_memory_equal(f->ksn, t->t.ksn, t->t.ksn_len);
     assert_int_equal(f->sequence, 4242);
     assert_int_equal(f->txn_type, MPOS_LINK_TXN_SALE);
     assert_true(f->amount == 12345);
@@ -428,8 +324,8 @@ static int contains(const void *hay, size_t n, const void *needle, size_t m)
 
 static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
 {
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     struct term t;
     struct hsm_kb_out zpk, zek, other_bdk;
     static mpos_sealed_request q;
@@ -526,8 +422,8 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
     memset(&rq, 0, sizeof(rq));
     rq.bdk = hsm_test_in(&t.bdk);
     rq.scheme = (uint8_t)scheme;
-    memcpy(rq.ksn, t.ksn, t.ksn_len);
-    rq.ksn_len = t.ksn_len;
+    memcpy(rq.ksn, t.t.ksn, t.t.ksn_len);
+    rq.ksn_len = t.t.ksn_len;
     rq.sequence = 4242;
     strcpy(rq.response_code, "00");
     strcpy(rq.auth_code, "A1B2C3");
@@ -537,7 +433,7 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
     memcpy(rq.iad, "\x11\x22\x33\x44\x55\x66\x77\x88\x30\x30", 10);
     assert_int_equal(hsm_op_sealed_respond(&V, &rq, &rr), MPOS_OK);
     assert_int_equal(
-        mpos_sealed_open_response(&cc, &t.resp_keys, 4242, rr.sealed, rr.sealed_len, &back),
+        mpos_sealed_open_response(&cc, &t.t.resp_keys, 4242, rr.sealed, rr.sealed_len, &back),
         MPOS_OK);
     assert_string_equal(back.response_code, "00");
     assert_string_equal(back.auth_code, "A1B2C3");
@@ -547,12 +443,12 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
     assert_memory_equal(back.iad, rq.iad, 10);
     /* Another sequence number, or a response sealed for another KSN, is no valid response. */
     assert_int_equal(
-        mpos_sealed_open_response(&cc, &t.resp_keys, 4243, rr.sealed, rr.sealed_len, &back),
+        mpos_sealed_open_response(&cc, &t.t.resp_keys, 4243, rr.sealed, rr.sealed_len, &back),
         MPOS_ERR_VERIFY);
     rq.ksn[rq.ksn_len - 1] ^= 0x01;
     assert_int_equal(hsm_op_sealed_respond(&V, &rq, &rr), MPOS_OK);
     assert_int_not_equal(
-        mpos_sealed_open_response(&cc, &t.resp_keys, 4242, rr.sealed, rr.sealed_len, &back),
+        mpos_sealed_open_response(&cc, &t.t.resp_keys, 4242, rr.sealed, rr.sealed_len, &back),
         MPOS_OK);
     rq.ksn[rq.ksn_len - 1] ^= 0x01;
     /* Fields the format refuses. */
@@ -566,8 +462,7 @@ static void sealed_roundtrip(enum mpos_sealed_scheme scheme)
     rq.scheme = 0x33;
     assert_int_equal(hsm_op_sealed_respond(&V, &rq, &rr), MPOS_ERR_ARG);
     mpos_sealed_request_clear(&q);
-    mpos_sealed_keys_clear(&t.req_keys);
-    mpos_sealed_keys_clear(&t.resp_keys);
+    stk_term_clear(&t.t);
 }
 
 static void test_sealed_aes(void **state)
@@ -586,9 +481,10 @@ static void test_sealed_tdes(void **state)
 static void test_sealed_stripe(void **state)
 {
     (void)state;
-    const struct tc_card *chip = need_card("approve");
-    SKIP_WITHOUT(chip);
-    const struct tc_card *stripe = need_card("stripe-only");
+    const struct tc_card *chip;
+    STK_NEED_CARD(chip, "approve");
+    const struct tc_card *stripe;
+    STK_NEED_CARD(stripe, "stripe-only");
     struct term t;
     static mpos_sealed_request q;
     struct hsm_sealed_open_req req;
@@ -614,16 +510,8 @@ static void test_sealed_stripe(void **state)
     for (uint8_t reason = MPOS_SEALED_REV_NO_RESPONSE; reason <= MPOS_SEALED_REV_CANCELLED;
          reason++) {
         term_next(&t);
-        memset(&q, 0, sizeof(q));
-        q.msg_type = MPOS_SEALED_MSG_REVERSAL;
+        stk_request(&q, MPOS_SEALED_MSG_REVERSAL, 77, 100);
         q.reversal_reason = reason;
-        q.sequence = 77;
-        q.txn_type = MPOS_LINK_TXN_SALE;
-        q.amount = 100;
-        q.currency = 156;
-        strcpy(q.merchant_id, "898310048990001");
-        strcpy(q.terminal_id, "10000001");
-        strcpy(q.datetime, "20260115093000");
         q.entry_mode = MPOS_ENTRY_NONE;
         seal(&t, &q);
         req.sealed_len = msg_len;

@@ -28,7 +28,10 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                "tests", "testutil"))
 import backend_client as bc  # noqa: E402
+import mpostest  # noqa: E402 (tests/testutil, found from here)
 
 try:
     from cryptography import x509
@@ -95,34 +98,6 @@ def pem_cert(cert):
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-class Hsmd:
-    def __init__(self, tmp, comps):
-        self.sock = os.path.join(tmp, "tools.sock")
-        self.err = open(os.path.join(tmp, "hsmd.err"), "w+")
-        self.proc = subprocess.Popen([HSMD, "--socket", "tools=" + self.sock, "--audit-log",
-                                      os.path.join(tmp, "hsmd-audit.log"),
-                                      "--lmk-components-file", comps],
-                                     stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err)
-        for _ in range(200):
-            if self.proc.poll() is not None:
-                self.err.seek(0)
-                raise AssertionError("mpos-hsmd exited: " + self.err.read())
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(self.sock)
-                s.close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("mpos-hsmd did not come up")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-        self.err.close()
-
-
 class Fleet:
     """The database: merchants, operators, a manufacturer CA and provisioned terminals."""
 
@@ -136,7 +111,9 @@ class Fleet:
                                      capture_output=True, text=True, check=True).stdout.strip()
                 f.write("%s %s\n" % (c, kcv))
         os.chmod(comps, 0o600)
-        self.hsmd = Hsmd(tmp, comps)
+        self.hsmd = mpostest.Hsmd(HSMD, os.path.join(tmp, "tools.sock"),
+                                  os.path.join(tmp, "hsmd-audit.log"),
+                                  os.path.join(tmp, "hsmd.err"), ["--lmk-components-file", comps])
         self.ctl("db", "migrate")
         self.ctl("merchant", "add", "--id", MERCHANT, "--name", "Test shop")
         self.ctl("merchant", "add", "--id", OTHER, "--name", "Other shop")
@@ -652,14 +629,45 @@ def check_shutdown(be, fleet):
     h.close()
 
 
-def main():
+def work_dir(prefix):
+    """The test's folder: MPOS_TEST_ARTIFACTS (emptied; kept afterwards for the developer) or
+    a new temporary one. Returns (folder, whether it is kept)."""
     art = os.environ.get("MPOS_TEST_ARTIFACTS")
     if art:
         shutil.rmtree(art, ignore_errors=True)
         os.makedirs(art, exist_ok=True)
-        tmp = art
-    else:
-        tmp = tempfile.mkdtemp(prefix="mpos-backend-")
+        return art, True
+    return tempfile.mkdtemp(prefix=prefix), False
+
+
+def run_checks(checks):
+    """Runs each (name, function) of checks, one line each; returns how many failed."""
+    failed = 0
+    for name, fn in checks:
+        try:
+            fn()
+            print("ok   %s" % name)
+        except Exception:  # pylint: disable=broad-except
+            failed += 1
+            print("FAIL %s" % name)
+            traceback.print_exc()
+    return failed
+
+
+def close_down(be, fleet, tmp, kept, failed):
+    """Stops the back end (when still running) and the fleet, removes tmp unless kept, and
+    says how it went; returns the exit status."""
+    if be is not None:
+        be.stop()
+    fleet.stop()
+    if not kept:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("%d check(s) failed" % failed if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def main():
+    tmp, kept = work_dir("mpos-backend-")
     fleet = Fleet(tmp)
     be = None
     failed = 0
@@ -679,14 +687,7 @@ def main():
                   ("limits", lambda: check_limits(be)),
                   ("shutdown", lambda: check_shutdown(be, fleet))]
         checks.insert(len(checks) - 1, ("restart", lambda: restart(be)))
-        for name, fn in checks:
-            try:
-                fn()
-                print("ok   %s" % name)
-            except Exception:
-                failed += 1
-                print("FAIL %s" % name)
-                traceback.print_exc()
+        failed += run_checks(checks)
         log = getattr(be, "prev_log", "") + be.stop()
         be = None
         # Logs: key=value lines; no password, token or activation code in them.
@@ -700,13 +701,8 @@ def main():
         if failed:
             print(log[-6000:])
     finally:
-        if be is not None:
-            be.stop()
-        fleet.stop()
-        if not art:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print("%d check(s) failed" % failed if failed else "all checks passed")
-    return 1 if failed else 0
+        status = close_down(be, fleet, tmp, kept, failed)
+    return status
 
 
 if __name__ == "__main__":

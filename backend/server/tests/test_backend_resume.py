@@ -13,12 +13,10 @@ Exit 77 when python3-cryptography is missing (as test_backend.py).
 """
 import os
 import re
-import shutil
 import socket
 import ssl
 import struct
 import sys
-import tempfile
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -149,13 +147,7 @@ def check_suspended_refused(be, fleet):
 
 
 def main():
-    art = os.environ.get("MPOS_TEST_ARTIFACTS")
-    if art:
-        shutil.rmtree(art, ignore_errors=True)
-        os.makedirs(art, exist_ok=True)
-        tmp = art
-    else:
-        tmp = tempfile.mkdtemp(prefix="mpos-backend-resume-")
+    tmp, kept = tb.work_dir("mpos-backend-resume-")
     fleet = tb.Fleet(tmp)
     be = None
     failed = 0
@@ -166,14 +158,7 @@ def main():
                   ("outer_inner_apart", lambda: check_outer_inner_apart(be, fleet)),
                   ("suspended_refused",
                    lambda: check_suspended_refused(be, fleet))]
-        for name, fn in checks:
-            try:
-                fn()
-                print("ok   %s" % name)
-            except Exception:  # pylint: disable=broad-except
-                failed += 1
-                print("FAIL %s" % name)
-                traceback.print_exc()
+        failed += tb.run_checks(checks)
         log = be.stop()
         be = None
         opens = re.findall(r"event=tunnel_open .*serial=%s .*resumed=(\d)" % SERIAL, log)
@@ -190,13 +175,8 @@ def main():
         if failed:
             print(log[-6000:])
     finally:
-        if be is not None:
-            be.stop()
-        fleet.stop()
-        if not art:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print("%d check(s) failed" % failed if failed else "all checks passed")
-    return 1 if failed else 0
+        status = tb.close_down(be, fleet, tmp, kept, failed)
+    return status
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@
 #include "mpos/tlv.h"
 #include "mpos/store.h"
 #include "mpos/util.h"
+#include "sealed_testkit.h"
 #include "txn/sealed.h"
 
 #define BDK_HEX  "FEDCBA9876543210F1F1F1F1F1F1F1F1"
@@ -53,7 +54,7 @@ static char dir[64], db[128], port_file[128], log_file[128], ctl_file[128];
 static pid_t peer_pid = -1;
 static int peer_port;
 static mpos_bk_txn *proc;
-static mpos_dukpt_aes_terminal term;
+static struct stk_term term; /* the terminal (sealed_testkit.h) */
 static char tid[9];
 static uint32_t next_seq = 1;
 static uint8_t device_id[32];
@@ -222,12 +223,11 @@ static int group_setup(void **state)
     mpos_store_close(st);
 
     /* The terminal's DUKPT state from the same BDK and its initial key ID. */
-    uint8_t bdk[16], ikid[8], ik[16];
+    uint8_t bdk[16], ikid[8];
     harness_hex(BDK_HEX, bdk, sizeof(bdk));
     harness_hex(ksn_hex, ikid, sizeof(ikid));
-    assert_int_equal(mpos_dukpt_aes_initial_key(&cc, bdk, sizeof(bdk), ikid, ik), MPOS_OK);
-    assert_int_equal(mpos_dukpt_aes_terminal_load(&term, &cc, ik, sizeof(ik), ikid), MPOS_OK);
-    mpos_cleanse(ik, sizeof(ik));
+    assert_int_equal(stk_term_load(&term, &cc, MPOS_SEALED_AES128, bdk, sizeof(bdk), ikid),
+                     MPOS_OK);
     mpos_cleanse(bdk, sizeof(bdk));
 
     start_peer();
@@ -253,7 +253,7 @@ static int group_teardown(void **state)
     harness_stop(&H);
     harness_cleanup(&H);
     mpos_crypto_clear(&cc);
-    mpos_dukpt_aes_terminal_clear(&term);
+    stk_term_clear(&term);
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0) {
@@ -299,16 +299,9 @@ static void seal(struct sealed_msg *m, uint8_t msg_type, uint32_t seq, uint8_t t
                  uint64_t amount, const char *ref, int card, int with_pin)
 {
     mpos_sealed_request q;
-    mpos_sealed_keys k;
-    uint8_t ksn[12];
     memset(&q, 0, sizeof(q));
-    assert_int_equal(mpos_dukpt_aes_terminal_next(&term, &cc, ksn), MPOS_OK);
-    assert_int_equal(
-        mpos_sealed_keys_aes(&k, &cc, &term, MPOS_SEALED_AES128, MPOS_SEALED_DIR_REQUEST, ksn),
-        MPOS_OK);
-    assert_int_equal(mpos_sealed_keys_aes(&m->resp_keys, &cc, &term, MPOS_SEALED_AES128,
-                                          MPOS_SEALED_DIR_RESPONSE, ksn),
-                     MPOS_OK);
+    assert_int_equal(stk_term_next(&term), MPOS_OK);
+    m->resp_keys = term.resp_keys;
     q.msg_type = msg_type;
     q.reversal_reason = msg_type == MPOS_SEALED_MSG_REVERSAL ? rev_reason : 0;
     q.retry = msg_type == MPOS_SEALED_MSG_REQUEST ? seal_retry : 0;
@@ -336,27 +329,15 @@ static void seal(struct sealed_msg *m, uint8_t msg_type, uint32_t seq, uint8_t t
         q.card.track2_len = 16;
         q.card.emv_len = field55(q.card.emv, sizeof(q.card.emv), amount);
         if (with_pin) {
-            uint8_t key[16];
-            assert_int_equal(mpos_dukpt_aes_terminal_working_key(&term, &cc,
-                                                                 MPOS_DUKPT_AES_USAGE_PIN,
-                                                                 MPOS_DUKPT_AES_KEY_AES128, key),
-                             MPOS_OK);
-            assert_int_equal(mpos_pin_block_encrypt(&cc, MPOS_PIN_FORMAT_4, MPOS_CIPHER_AES, key,
-                                                    16, PIN, PAN, NULL, 0, q.pin_block,
-                                                    &q.pin_block_len),
-                             MPOS_OK);
-            q.pin_format = 4;
-            q.has_pin = 1;
-            mpos_cleanse(key, sizeof(key));
+            assert_int_equal(stk_term_pin(&term, PIN, PAN, &q), MPOS_OK);
         }
     } else {
         q.entry_mode = MPOS_ENTRY_NONE;
     }
-    assert_int_equal(
-        mpos_sealed_seal_request(&cc, &k, &q, NULL, NULL, m->buf, sizeof(m->buf), &m->len),
-        MPOS_OK);
+    assert_int_equal(mpos_sealed_seal_request(&cc, &term.req_keys, &q, NULL, NULL, m->buf,
+                                              sizeof(m->buf), &m->len),
+                     MPOS_OK);
     m->seq = seq;
-    mpos_sealed_keys_clear(&k);
     mpos_sealed_request_clear(&q);
 }
 
@@ -395,6 +376,25 @@ static int run(const mpos_bk_txn_context *c, struct sealed_msg *m, mpos_sealed_r
     return rc;
 }
 
+/* A terminal and its operator: the operator's intent (c), the terminal's sealed request (m),
+ * its opened response (r) and the processor's outcome (o). */
+struct xchg {
+    mpos_bk_txn_context c;
+    struct sealed_msg m;
+    mpos_sealed_response r;
+    mpos_bk_txn_outcome o;
+};
+
+/* Seals a request into x->m (the arguments of seal()), processes it under x->c and checks
+ * that it is answered, with response code code. */
+static void answered(struct xchg *x, uint8_t msg_type, uint32_t seq, uint8_t type, uint64_t amount,
+                     const char *ref, int card, int with_pin, const char *code)
+{
+    seal(&x->m, msg_type, seq, type, amount, ref, card, with_pin);
+    assert_int_equal(run(&x->c, &x->m, &x->r, &x->o), MPOS_OK);
+    assert_string_equal(x->o.response_code, code);
+}
+
 static int64_t ksn_counter(void)
 {
     mpos_store *st = NULL;
@@ -412,23 +412,18 @@ static char approved_rrn[13], approved2_rrn[13];
 static void test_approve(void **state)
 {
     (void)state;
-    struct sealed_msg m;
-    mpos_sealed_response r;
-    mpos_bk_txn_outcome o;
-    mpos_bk_txn_context c;
-    context(&c, 1, 1000, MPOS_ROLE_CASHIER);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 1);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "00");
-    assert_string_equal(r.auth_code, "A1B2C3");
-    assert_string_equal(r.arc, "00");
-    assert_int_equal(r.iad_len, 10);
-    assert_int_equal(strlen(r.rrn), 12);
-    assert_string_equal(o.masked_pan, "621209******6349");
-    snprintf(approved_rrn, sizeof(approved_rrn), "%s", r.rrn);
+    struct xchg x;
+    context(&x.c, 1, 1000, MPOS_ROLE_CASHIER);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 1, "00");
+    assert_string_equal(x.r.auth_code, "A1B2C3");
+    assert_string_equal(x.r.arc, "00");
+    assert_int_equal(x.r.iad_len, 10);
+    assert_int_equal(strlen(x.r.rrn), 12);
+    assert_string_equal(x.o.masked_pan, "621209******6349");
+    snprintf(approved_rrn, sizeof(approved_rrn), "%s", x.r.rrn);
     /* Upstream: one 0200 with PAN, PIN block under the ZPK, DE 55, DE 62, a good MAC. */
     char rrn_key[40];
-    snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", r.rrn);
+    snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", x.r.rrn);
     assert_int_equal(count_log_all("\"mti\": \"0200\"", rrn_key, "\"mac_ok\": true",
                                    "\"de2\": true", "\"de52\": true", "\"de55\": true",
                                    "\"de62\": true", "\"de22\": \"051\"", "\"de3\": \"000000\"",
@@ -439,15 +434,10 @@ static void test_approve(void **state)
 static void test_decline_51(void **state)
 {
     (void)state;
-    struct sealed_msg m;
-    mpos_sealed_response r;
-    mpos_bk_txn_outcome o;
-    mpos_bk_txn_context c;
-    context(&c, 1, 2051, MPOS_ROLE_CASHIER);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 2051, NULL, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "51");
-    assert_string_equal(r.auth_code, "");
+    struct xchg x;
+    context(&x.c, 1, 2051, MPOS_ROLE_CASHIER);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 2051, NULL, 1, 0, "51");
+    assert_string_equal(x.r.auth_code, "");
 }
 
 static void test_replay_and_forgery(void **state)
@@ -603,47 +593,32 @@ static void test_retry_flag(void **state)
 static void test_checks(void **state)
 {
     (void)state;
-    struct sealed_msg m;
-    mpos_sealed_response r;
-    mpos_bk_txn_outcome o;
-    mpos_bk_txn_context c;
+    struct xchg x;
     int upstream = count_in_log("\"mti\": \"0200\"");
     /* The operator announced another amount: 57. */
-    context(&c, 1, 999, MPOS_ROLE_CASHIER);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "57");
+    context(&x.c, 1, 999, MPOS_ROLE_CASHIER);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0, "57");
     /* A cashier may not refund: 57. */
-    context(&c, 3, 1000, MPOS_ROLE_CASHIER);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 3, 1000, approved_rrn, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "57");
+    context(&x.c, 3, 1000, MPOS_ROLE_CASHIER);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 3, 1000, approved_rrn, 1, 0, "57");
     /* The envelope's location is not the one the terminal sealed: 57. */
-    context(&c, 1, 1000, MPOS_ROLE_CASHIER);
-    c.lat_e7 += 100;
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "57");
+    context(&x.c, 1, 1000, MPOS_ROLE_CASHIER);
+    x.c.lat_e7 += 100;
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0, "57");
     /* Another host device than the one the terminal is bound to: 57 + alert. */
-    context(&c, 1, 1000, MPOS_ROLE_CASHIER);
-    c.device_id[0] ^= 1;
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "57");
-    assert_non_null(o.alert);
-    assert_string_equal(o.alert, "host_not_bound");
+    context(&x.c, 1, 1000, MPOS_ROLE_CASHIER);
+    x.c.device_id[0] ^= 1;
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0, "57");
+    assert_non_null(x.o.alert);
+    assert_string_equal(x.o.alert, "host_not_bound");
     /* Firmware below the minimum: 12. */
-    context(&c, 1, 1000, MPOS_ROLE_CASHIER);
-    snprintf(c.firmware, sizeof(c.firmware), "0.9.9");
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "12");
+    context(&x.c, 1, 1000, MPOS_ROLE_CASHIER);
+    snprintf(x.c.firmware, sizeof(x.c.firmware), "0.9.9");
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0, "12");
     /* Another merchant's operator: 12. */
-    context(&c, 1, 1000, MPOS_ROLE_CASHIER);
-    snprintf(c.merchant_id, sizeof(c.merchant_id), "OTHER");
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "12");
+    context(&x.c, 1, 1000, MPOS_ROLE_CASHIER);
+    snprintf(x.c.merchant_id, sizeof(x.c.merchant_id), "OTHER");
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 1000, NULL, 1, 0, "12");
     /* None of them went upstream. */
     assert_int_equal(count_in_log("\"mti\": \"0200\""), upstream);
 }
@@ -651,31 +626,22 @@ static void test_checks(void **state)
 static void test_void_refund(void **state)
 {
     (void)state;
-    struct sealed_msg m;
-    mpos_sealed_response r;
-    mpos_bk_txn_outcome o;
-    mpos_bk_txn_context c;
+    struct xchg x;
     char de90_prefix[40];
     /* Void of the first approval: DE 3 020000, DE 90 = 0200 + its STAN ... */
-    context(&c, 2, 1000, MPOS_ROLE_SUPERVISOR);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 2, 1000, approved_rrn, 0, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "00");
+    context(&x.c, 2, 1000, MPOS_ROLE_SUPERVISOR);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 2, 1000, approved_rrn, 0, 0, "00");
     assert_int_equal(
         count_log_all("\"de3\": \"020000\"", "\"de90\": \"0200", "\"mac_ok\": true", (char *)NULL),
         1);
     /* Refund of the second: DE 3 200000 with DE 90. */
-    context(&c, 3, 3000, MPOS_ROLE_SUPERVISOR);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 3, 3000, approved2_rrn, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "00");
+    context(&x.c, 3, 3000, MPOS_ROLE_SUPERVISOR);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 3, 3000, approved2_rrn, 1, 0, "00");
     assert_int_equal(count_log_all("\"de3\": \"200000\"", "\"de90\": \"0200", (char *)NULL), 1);
     /* An unknown original: 25, nothing upstream. */
     int upstream = count_in_log("\"mti\": \"0200\"");
-    context(&c, 3, 500, MPOS_ROLE_SUPERVISOR);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 3, 500, "999999999999", 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "25");
+    context(&x.c, 3, 500, MPOS_ROLE_SUPERVISOR);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 3, 500, "999999999999", 1, 0, "25");
     assert_int_equal(count_in_log("\"mti\": \"0200\""), upstream);
     (void)de90_prefix;
 }
@@ -683,14 +649,9 @@ static void test_void_refund(void **state)
 static void test_balance(void **state)
 {
     (void)state;
-    struct sealed_msg m;
-    mpos_sealed_response r;
-    mpos_bk_txn_outcome o;
-    mpos_bk_txn_context c;
-    context(&c, 4, 0, MPOS_ROLE_CASHIER);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 4, 0, NULL, 1, 1);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "00");
+    struct xchg x;
+    context(&x.c, 4, 0, MPOS_ROLE_CASHIER);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 4, 0, NULL, 1, 1, "00");
     assert_int_equal(count_log_all("\"mti\": \"0100\"", "\"de3\": \"310000\"", (char *)NULL), 1);
 }
 
@@ -708,18 +669,13 @@ static int wait_log(const char *a, const char *b, int want, int ms)
 static void test_timeout_reversal(void **state)
 {
     (void)state;
-    struct sealed_msg m;
-    mpos_sealed_response r;
-    mpos_bk_txn_outcome o;
-    mpos_bk_txn_context c;
+    struct xchg x;
     char rrn_key[40];
     /* The switch stops answering: 91 to the terminal, a reversal queued. */
     write_file(ctl_file, "silent\ndrop_0400\n");
-    context(&c, 1, 4200, MPOS_ROLE_CASHIER);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 4200, NULL, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "91");
-    snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", r.rrn);
+    context(&x.c, 1, 4200, MPOS_ROLE_CASHIER);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 4200, NULL, 1, 0, "91");
+    snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", x.r.rrn);
     /* Forwarded (and dropped) at least twice, with reason 68 and DE 90. */
     assert_true(wait_log("\"mti\": \"0400\"", rrn_key, 2, 5000));
     assert_true(count_log_all("\"mti\": \"0400\"", rrn_key, "\"de39\": \"68\"", "\"de90\": \"0200",
@@ -746,16 +702,11 @@ static void test_stuck_upstream(void **state)
     (void)state;
     static const char *const modes[] = {"partial\n", "oversize\n"};
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
-        struct sealed_msg m;
-        mpos_sealed_response r;
-        mpos_bk_txn_outcome o;
-        mpos_bk_txn_context c;
+        struct xchg x;
         int signons = count_in_log("\"de70\": \"001\"");
         write_file(ctl_file, modes[i]);
-        context(&c, 1, 4300 + (uint64_t)i, MPOS_ROLE_CASHIER);
-        seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 4300 + (uint64_t)i, NULL, 1, 0);
-        assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-        assert_string_equal(o.response_code, "91");
+        context(&x.c, 1, 4300 + (uint64_t)i, MPOS_ROLE_CASHIER);
+        answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 4300 + (uint64_t)i, NULL, 1, 0, "91");
         write_file(ctl_file, "");
         int again = 0;
         for (int k = 0; k < 100 && !again; k++) {
@@ -765,35 +716,26 @@ static void test_stuck_upstream(void **state)
         assert_true(again);
         usleep(300000); /* the 0810 on its way back */
         /* Signed on again: the next request is answered. */
-        context(&c, 1, 4310 + (uint64_t)i, MPOS_ROLE_CASHIER);
-        seal(&m, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 4310 + (uint64_t)i, NULL, 1, 0);
-        assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-        assert_string_equal(o.response_code, "00");
+        context(&x.c, 1, 4310 + (uint64_t)i, MPOS_ROLE_CASHIER);
+        answered(&x, MPOS_SEALED_MSG_REQUEST, next_seq++, 1, 4310 + (uint64_t)i, NULL, 1, 0, "00");
     }
 }
 
 static void test_terminal_reversal(void **state)
 {
     (void)state;
-    struct sealed_msg m, rv;
-    mpos_sealed_response r;
-    mpos_bk_txn_outcome o;
-    mpos_bk_txn_context c;
+    struct xchg x;
     char rrn_key[40];
     uint32_t seq = next_seq++;
-    context(&c, 1, 700, MPOS_ROLE_CASHIER);
-    seal(&m, MPOS_SEALED_MSG_REQUEST, seq, 1, 700, NULL, 1, 0);
-    assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "00");
-    snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", r.rrn);
+    context(&x.c, 1, 700, MPOS_ROLE_CASHIER);
+    answered(&x, MPOS_SEALED_MSG_REQUEST, seq, 1, 700, NULL, 1, 0, "00");
+    snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", x.r.rrn);
     /* The card declined after the approval: the terminal reverses, twice (a retry). */
-    c.has_intent = 0;
+    x.c.has_intent = 0;
     rev_reason = MPOS_SEALED_REV_CARD_DECLINED;
     for (int i = 0; i < 2; i++) {
-        seal(&rv, MPOS_SEALED_MSG_REVERSAL, seq, 1, 700, NULL, 0, 0);
-        assert_int_equal(run(&c, &rv, &r, &o), MPOS_OK);
-        assert_string_equal(o.response_code, "00");
-        assert_int_equal(o.is_reversal, 1);
+        answered(&x, MPOS_SEALED_MSG_REVERSAL, seq, 1, 700, NULL, 0, 0, "00");
+        assert_int_equal(x.o.is_reversal, 1);
     }
     assert_true(wait_log("\"mti\": \"0400\"", rrn_key, 1, 5000));
     usleep(1000000);
@@ -815,17 +757,13 @@ static void test_terminal_reversal(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         uint32_t s2 = next_seq++;
-        c.has_intent = 1;
-        seal(&m, MPOS_SEALED_MSG_REQUEST, s2, 1, 700, NULL, 1, 0);
-        assert_int_equal(run(&c, &m, &r, &o), MPOS_OK);
-        assert_string_equal(o.response_code, "00");
-        snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", r.rrn);
-        c.has_intent = 0;
+        x.c.has_intent = 1;
+        answered(&x, MPOS_SEALED_MSG_REQUEST, s2, 1, 700, NULL, 1, 0, "00");
+        snprintf(rrn_key, sizeof(rrn_key), "\"de37\": \"%s\"", x.r.rrn);
+        x.c.has_intent = 0;
         rev_reason = cases[i].reason;
-        seal(&rv, MPOS_SEALED_MSG_REVERSAL, s2, 1, 700, NULL, 0, 0);
-        assert_int_equal(run(&c, &rv, &r, &o), MPOS_OK);
-        assert_string_equal(o.response_code, "00");
-        assert_int_equal(o.is_reversal, 1);
+        answered(&x, MPOS_SEALED_MSG_REVERSAL, s2, 1, 700, NULL, 0, 0, "00");
+        assert_int_equal(x.o.is_reversal, 1);
         assert_true(wait_log("\"mti\": \"0400\"", rrn_key, 1, 5000));
         assert_int_equal(count_log_all("\"mti\": \"0400\"", rrn_key, cases[i].de39,
                                        "\"de90\": \"0200", "\"mac_ok\": true", (char *)NULL),
@@ -836,9 +774,7 @@ static void test_terminal_reversal(void **state)
     rev_reason = MPOS_SEALED_REV_CARD_DECLINED;
     /* A reversal of a sequence never seen: acknowledged locally. */
     int rev = count_in_log("\"mti\": \"0400\"");
-    seal(&rv, MPOS_SEALED_MSG_REVERSAL, 900000, 1, 700, NULL, 0, 0);
-    assert_int_equal(run(&c, &rv, &r, &o), MPOS_OK);
-    assert_string_equal(o.response_code, "00");
+    answered(&x, MPOS_SEALED_MSG_REVERSAL, 900000, 1, 700, NULL, 0, 0, "00");
     usleep(700000);
     assert_int_equal(count_in_log("\"mti\": \"0400\""), rev);
 }

@@ -31,6 +31,7 @@
 #include "mpos/provision.h"
 #include "mpos/ecc.h"
 #include "mpos/tlv.h"
+#include "sealed_testkit.h"
 #include "txn/sealed.h"
 
 #include <openssl/evp.h>
@@ -71,7 +72,6 @@
 #define SEALED_PIN     "1234"
 #define ZEK_TDES       "FEDCBA98765432100123456789ABCDEF"
 #define PARAMS_KEY_HEX "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721"
-#define AES_IKID       "1234567890123456"
 
 static struct hsmd_harness H;
 static char bdk_aes_kb[HSM_KEYBLOCK_MAX_LEN + 1], bdk_tdes_kb[HSM_KEYBLOCK_MAX_LEN + 1];
@@ -814,69 +814,26 @@ static struct hsm_kb_in kb_in(const char *text)
     return r;
 }
 
-/* The terminal of the sealed tests: AES DUKPT on the published BDK and initial key ID, one
- * transaction's request and response keys. */
-struct sealed_term {
-    mpos_dukpt_aes_terminal t;
-    uint8_t ksn[MPOS_DUKPT_AES_KSN_LEN];
-    mpos_sealed_keys req_keys, resp_keys;
-};
-
-static void sealed_term_next(struct sealed_term *st)
+/* The terminal of the sealed tests (sealed_testkit.h): AES DUKPT on the published BDK and
+ * initial key ID, one transaction's request and response keys. */
+static void sealed_term_next(struct stk_term *st)
 {
-    uint8_t bdk[16], ikid[8], ik[16];
-    harness_hex(AES_BDK, bdk, sizeof(bdk));
-    harness_hex(AES_IKID, ikid, sizeof(ikid));
-    assert_int_equal(mpos_dukpt_aes_initial_key(&cc, bdk, 16, ikid, ik), MPOS_OK);
-    assert_int_equal(mpos_dukpt_aes_terminal_load(&st->t, &cc, ik, 16, ikid), MPOS_OK);
-    mpos_cleanse(ik, sizeof(ik));
-    mpos_cleanse(bdk, sizeof(bdk));
-    assert_int_equal(mpos_dukpt_aes_terminal_next(&st->t, &cc, st->ksn), MPOS_OK);
-    assert_int_equal(mpos_sealed_keys_aes(&st->req_keys, &cc, &st->t, MPOS_SEALED_AES128,
-                                          MPOS_SEALED_DIR_REQUEST, st->ksn),
-                     MPOS_OK);
-    assert_int_equal(mpos_sealed_keys_aes(&st->resp_keys, &cc, &st->t, MPOS_SEALED_AES128,
-                                          MPOS_SEALED_DIR_RESPONSE, st->ksn),
-                     MPOS_OK);
-}
-
-/* The transaction fields every sealed message of these tests shares (sequence 77, a sale of
- * 42.00 CNY by merchant 898310048990001, terminal 10000001), on a zeroed request. */
-static void sealed_header(mpos_sealed_request *q, uint8_t msg_type)
-{
-    memset(q, 0, sizeof(*q));
-    q->msg_type = msg_type;
-    q->sequence = 77;
-    q->txn_type = MPOS_LINK_TXN_SALE;
-    q->amount = 4200;
-    q->currency = 156;
-    strcpy(q->merchant_id, "898310048990001");
-    strcpy(q->terminal_id, "10000001");
-    strcpy(q->datetime, "20260115093000");
+    assert_int_equal(stk_term_published(st, &cc, MPOS_SEALED_AES128), MPOS_OK);
+    assert_int_equal(stk_term_next(st), MPOS_OK);
 }
 
 /* A stripe sale with a PIN, sealed by the terminal's own code. */
-static size_t sealed_sale(struct sealed_term *st, uint8_t *out, size_t cap)
+static size_t sealed_sale(struct stk_term *st, uint8_t *out, size_t cap)
 {
     mpos_sealed_request q;
-    uint8_t pin_key[16];
     size_t len = 0;
-    sealed_header(&q, MPOS_SEALED_MSG_REQUEST);
+    stk_request(&q, MPOS_SEALED_MSG_REQUEST, 77, 4200);
     q.entry_mode = MPOS_ENTRY_MAGSTRIPE;
     strcpy(q.card.pan, SEALED_PAN);
     strcpy(q.card.expiry, SEALED_EXPIRY);
     q.card.track2_len = strlen(SEALED_TRACK2) / 2;
     harness_hex(SEALED_TRACK2, q.card.track2, q.card.track2_len);
-    assert_int_equal(mpos_dukpt_aes_terminal_working_key(&st->t, &cc, MPOS_DUKPT_AES_USAGE_PIN,
-                                                         MPOS_DUKPT_AES_KEY_AES128, pin_key),
-                     MPOS_OK);
-    assert_int_equal(mpos_pin_block_encrypt(&cc, MPOS_PIN_FORMAT_4, MPOS_CIPHER_AES, pin_key, 16,
-                                            SEALED_PIN, SEALED_PAN, NULL, 0, q.pin_block,
-                                            &q.pin_block_len),
-                     MPOS_OK);
-    mpos_cleanse(pin_key, sizeof(pin_key));
-    q.pin_format = 4;
-    q.has_pin = 1;
+    assert_int_equal(stk_term_pin(st, SEALED_PIN, SEALED_PAN, &q), MPOS_OK);
     assert_int_equal(mpos_sealed_seal_request(&cc, &st->req_keys, &q, NULL, NULL, out, cap, &len),
                      MPOS_OK);
     mpos_sealed_request_clear(&q);
@@ -894,7 +851,7 @@ static void test_sealed_open_respond(void **state)
     struct hsm_sealed_open_req req;
     struct hsm_sealed_respond_req rreq;
     struct hsm_sealed_respond_resp rresp;
-    struct sealed_term st;
+    struct stk_term st;
     mpos_sealed_response tr;
     hsm_client c, t;
     uint8_t msg[HSM_SEALED_MAX_LEN], key[16], plain[HSM_SEALED_TRACK2_ENC_MAX];
@@ -918,8 +875,8 @@ static void test_sealed_open_respond(void **state)
     assert_int_equal(hsm_client_sealed_open(&c, &req, &r), 0);
     assert_int_equal(r.fields.msg_type, MPOS_SEALED_MSG_REQUEST);
     assert_int_equal(r.fields.scheme, MPOS_SEALED_AES128);
-    assert_int_equal(r.fields.ksn_len, sizeof(st.ksn));
-    assert_memory_equal(r.fields.ksn, st.ksn, sizeof(st.ksn));
+    assert_int_equal(r.fields.ksn_len, MPOS_DUKPT_AES_KSN_LEN);
+    assert_memory_equal(r.fields.ksn, st.ksn, MPOS_DUKPT_AES_KSN_LEN);
     assert_int_equal(r.fields.sequence, 77);
     assert_true(r.fields.amount == 4200);
     assert_string_equal(r.fields.terminal_id, "10000001");
@@ -996,7 +953,7 @@ static void test_sealed_open_respond(void **state)
          reason++) {
         mpos_sealed_request q;
         size_t rlen = 0;
-        sealed_header(&q, MPOS_SEALED_MSG_REVERSAL);
+        stk_request(&q, MPOS_SEALED_MSG_REVERSAL, 77, 4200);
         q.reversal_reason = reason;
         q.entry_mode = MPOS_ENTRY_NONE;
         assert_int_equal(
@@ -1015,16 +972,9 @@ static void test_sealed_open_respond(void **state)
     for (uint8_t retry = 0; retry <= 1; retry++) {
         mpos_sealed_request q;
         size_t rlen = 0;
-        memset(&q, 0, sizeof(q));
-        q.msg_type = MPOS_SEALED_MSG_REQUEST;
+        stk_request(&q, MPOS_SEALED_MSG_REQUEST, 78, 4200);
         q.retry = retry;
-        q.sequence = 78;
         q.txn_type = MPOS_LINK_TXN_VOID;
-        q.amount = 4200;
-        q.currency = 156;
-        strcpy(q.merchant_id, "898310048990001");
-        strcpy(q.terminal_id, "10000001");
-        strcpy(q.datetime, "20260115093000");
         strcpy(q.original_ref, "000000000042");
         q.entry_mode = MPOS_ENTRY_NONE;
         assert_int_equal(

@@ -23,17 +23,12 @@
 #include "mpos/tlv.h"
 #include "mpos/util.h"
 #include "msr/msr.h"
+#include "sealed_testkit.h"
 #include "test_cards.h"
 #include "testutil.h"
 #include "txn/sealed.h"
 
 static mpos_crypto_ctx cc;
-
-#define AES_BDK128 "FEDCBA9876543210F1F1F1F1F1F1F1F1"
-#define AES_BDK256 "FEDCBA9876543210F1F1F1F1F1F1F1F1FEDCBA9876543210F1F1F1F1F1F1F1F1"
-#define AES_IKID   "1234567890123456"
-#define TDES_BDK   "0123456789ABCDEFFEDCBA9876543210"
-#define TDES_KSN   "FFFF9876543210E00000"
 
 static int setup(void **state)
 {
@@ -120,15 +115,10 @@ static int hsm_keys(void *ctx, enum mpos_sealed_scheme scheme, enum mpos_sealed_
     return rc;
 }
 
-/* One terminal with its DUKPT state, and the back end that serves it. */
+/* One terminal with its DUKPT state (sealed_testkit.h), and the back end that serves it. */
 struct rig {
-    enum mpos_sealed_scheme scheme;
-    mpos_dukpt_aes_terminal aes;
-    mpos_dukpt_tdes_terminal tdes;
+    struct stk_term t;
     struct hsm hsm;
-    uint8_t ksn[12];
-    size_t ksn_len;
-    mpos_sealed_keys req_keys, resp_keys;
 };
 
 static struct rig rig;
@@ -136,87 +126,25 @@ static struct rig rig;
 static void rig_init(struct rig *r, enum mpos_sealed_scheme scheme)
 {
     memset(r, 0, sizeof(*r));
-    r->scheme = scheme;
     r->hsm.scheme = scheme;
-    if (scheme == MPOS_SEALED_TDES) {
-        uint8_t ksn[10], ipek[16];
-        r->hsm.bdk_len = tu_hex(TDES_BDK, r->hsm.bdk, sizeof(r->hsm.bdk));
-        tu_hex(TDES_KSN, ksn, sizeof(ksn));
-        assert_int_equal(mpos_dukpt_tdes_ipek(&cc, r->hsm.bdk, r->hsm.bdk_len, ksn, ipek), MPOS_OK);
-        assert_int_equal(mpos_dukpt_tdes_terminal_load(&r->tdes, &cc, ipek, ksn), MPOS_OK);
-        mpos_cleanse(ipek, sizeof(ipek));
-    } else {
-        uint8_t ikid[8], ik[32];
-        r->hsm.bdk_len = tu_hex(scheme == MPOS_SEALED_AES128 ? AES_BDK128 : AES_BDK256, r->hsm.bdk,
-                                sizeof(r->hsm.bdk));
-        tu_hex(AES_IKID, ikid, sizeof(ikid));
-        assert_int_equal(mpos_dukpt_aes_initial_key(&cc, r->hsm.bdk, r->hsm.bdk_len, ikid, ik),
-                         MPOS_OK);
-        assert_int_equal(mpos_dukpt_aes_terminal_load(&r->aes, &cc, ik, r->hsm.bdk_len, ikid),
-                         MPOS_OK);
-        mpos_cleanse(ik, sizeof(ik));
-    }
+    r->hsm.bdk_len = tu_hex(scheme == MPOS_SEALED_TDES     ? STK_TDES_BDK
+                            : scheme == MPOS_SEALED_AES128 ? STK_AES_BDK128
+                                                           : STK_AES_BDK256,
+                            r->hsm.bdk, sizeof(r->hsm.bdk));
+    assert_int_equal(stk_term_published(&r->t, &cc, scheme), MPOS_OK);
 }
 
 /* The next transaction: a new KSN and its keys of both directions. */
 static void rig_next(struct rig *r)
 {
-    if (r->scheme == MPOS_SEALED_TDES) {
-        r->ksn_len = 10;
-        assert_int_equal(mpos_dukpt_tdes_terminal_next(&r->tdes, &cc, r->ksn), MPOS_OK);
-        assert_int_equal(
-            mpos_sealed_keys_tdes(&r->req_keys, &cc, &r->tdes, MPOS_SEALED_DIR_REQUEST, r->ksn),
-            MPOS_OK);
-        assert_int_equal(
-            mpos_sealed_keys_tdes(&r->resp_keys, &cc, &r->tdes, MPOS_SEALED_DIR_RESPONSE, r->ksn),
-            MPOS_OK);
-    } else {
-        r->ksn_len = 12;
-        assert_int_equal(mpos_dukpt_aes_terminal_next(&r->aes, &cc, r->ksn), MPOS_OK);
-        assert_int_equal(mpos_sealed_keys_aes(&r->req_keys, &cc, &r->aes, r->scheme,
-                                              MPOS_SEALED_DIR_REQUEST, r->ksn),
-                         MPOS_OK);
-        assert_int_equal(mpos_sealed_keys_aes(&r->resp_keys, &cc, &r->aes, r->scheme,
-                                              MPOS_SEALED_DIR_RESPONSE, r->ksn),
-                         MPOS_OK);
-    }
-}
-
-/* The PIN pad: the PIN block under the transaction's DUKPT PIN key (format 4 / format 0). */
-static void rig_pin_block(struct rig *r, const char *pin, const char *pan, mpos_sealed_request *q)
-{
-    uint8_t key[32];
-    size_t key_len;
-    if (r->scheme == MPOS_SEALED_TDES) {
-        key_len = 16;
-        assert_int_equal(
-            mpos_dukpt_tdes_terminal_working_key(&r->tdes, &cc, MPOS_DUKPT_TDES_USAGE_PIN, key),
-            MPOS_OK);
-        assert_int_equal(mpos_pin_block_encrypt(&cc, MPOS_PIN_FORMAT_0, MPOS_CIPHER_TDES, key,
-                                                key_len, pin, pan, NULL, 0, q->pin_block,
-                                                &q->pin_block_len),
-                         MPOS_OK);
-        q->pin_format = 0;
-    } else {
-        key_len = 16;
-        assert_int_equal(mpos_dukpt_aes_terminal_working_key(&r->aes, &cc, MPOS_DUKPT_AES_USAGE_PIN,
-                                                             MPOS_DUKPT_AES_KEY_AES128, key),
-                         MPOS_OK);
-        assert_int_equal(mpos_pin_block_encrypt(&cc, MPOS_PIN_FORMAT_4, MPOS_CIPHER_AES, key,
-                                                key_len, pin, pan, NULL, 0, q->pin_block,
-                                                &q->pin_block_len),
-                         MPOS_OK);
-        q->pin_format = 4;
-    }
-    q->has_pin = 1;
-    mpos_cleanse(key, sizeof(key));
+    assert_int_equal(stk_term_next(&r->t), MPOS_OK);
 }
 
 /* The back end's HSM: the PIN of a PIN block (for the test only). */
 static void hsm_pin(struct rig *r, const mpos_sealed_request *q, char pin[MPOS_PIN_BUF_LEN])
 {
     uint8_t key[32];
-    if (r->scheme == MPOS_SEALED_TDES) {
+    if (r->t.scheme == MPOS_SEALED_TDES) {
         assert_int_equal(mpos_dukpt_tdes_working_key(&cc, r->hsm.bdk, r->hsm.bdk_len, q->ksn,
                                                      MPOS_DUKPT_TDES_USAGE_PIN, key),
                          MPOS_OK);
@@ -236,25 +164,6 @@ static void hsm_pin(struct rig *r, const mpos_sealed_request *q, char pin[MPOS_P
 }
 
 /* ---- requests ---------------------------------------------------------------------------- */
-
-static const struct tc_card *need_card(const char *name)
-{
-    const struct tc_card *all;
-    if (tc_load(&all) == 0) {
-        return NULL;
-    }
-    const struct tc_card *c = tc_find(name);
-    assert_non_null(c);
-    return c;
-}
-
-#define SKIP_WITHOUT(card)                                                                         \
-    do {                                                                                           \
-        if ((card) == NULL) {                                                                      \
-            print_message("cards.tsv not found: skipped\n");                                       \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
 
 /* A field 55 as the EMV kernel would build it (ARQC, CID, IAD, unpredictable number, ATC,
  * TVR, date, type, amount, currency, AIP, country). */
@@ -287,43 +196,20 @@ static size_t sample_field55(uint8_t *out, size_t cap, uint64_t amount)
     return len;
 }
 
-/* The card of a test card: PAN, expiry and its track 2 equivalent (through lib msr). */
-static void card_from(const struct tc_card *c, mpos_sealed_card *out)
-{
-    char t2[64];
-    mpos_msr_card m;
-    size_t l2 = tc_track2(c, "1234", 1, 1, t2, sizeof(t2));
-    assert_int_equal(mpos_msr_parse(NULL, 0, t2, l2, &m), MPOS_OK);
-    memset(out, 0, sizeof(*out));
-    strcpy(out->pan, m.pan);
-    strcpy(out->expiry, m.expiry);
-    memcpy(out->track2, m.track2_eq, m.track2_eq_len);
-    out->track2_len = m.track2_eq_len;
-    mpos_msr_card_clear(&m);
-}
-
 /* A chip sale of the card, with online PIN. */
 static void chip_sale(struct rig *r, const struct tc_card *c, uint64_t amount,
                       mpos_sealed_request *q)
 {
-    memset(q, 0, sizeof(*q));
-    q->msg_type = MPOS_SEALED_MSG_REQUEST;
-    q->sequence = 1001;
-    q->txn_type = MPOS_LINK_TXN_SALE;
-    q->amount = amount;
-    q->currency = 156;
-    strcpy(q->merchant_id, "898310048990001");
-    strcpy(q->terminal_id, "10000001");
-    strcpy(q->datetime, "20260115093000");
+    stk_request(q, MPOS_SEALED_MSG_REQUEST, 1001, amount);
     q->entry_mode = MPOS_ENTRY_CHIP;
     q->has_location = 1;
     q->location.lat_e7 = 312304170;
     q->location.lon_e7 = 1214737000;
     q->location.accuracy_m = 12;
     q->location.time = 1768469400ull;
-    card_from(c, &q->card);
+    assert_int_equal(stk_card_read(c, &q->card), MPOS_OK);
     q->card.emv_len = sample_field55(q->card.emv, sizeof(q->card.emv), amount);
-    rig_pin_block(r, c->pin, c->pan, q);
+    assert_int_equal(stk_term_pin(&r->t, c->pin, c->pan, q), MPOS_OK);
 }
 
 static uint8_t msg[MPOS_SEALED_MAX_REQUEST_LEN], msg2[MPOS_SEALED_MAX_REQUEST_LEN];
@@ -410,34 +296,38 @@ static void test_published_keys(void **state)
     rig_init(&rig, MPOS_SEALED_AES128);
     rig_next(&rig);
     tu_hex("A2DC23DE6FDE0824A2BC321E08E4B8B7", expect, 16);
-    assert_memory_equal(rig.req_keys.mac_key, expect, 16);
+    assert_memory_equal(rig.t.req_keys.mac_key, expect, 16);
     tu_hex("A35C412EFD41FDB98B69797C02DCD08F", expect, 16);
-    assert_memory_equal(rig.req_keys.data_key, expect, 16);
-    assert_int_equal(rig.req_keys.key_len, 16);
-    assert_int_equal(rig.req_keys.ksn_len, 12);
+    assert_memory_equal(rig.t.req_keys.data_key, expect, 16);
+    assert_int_equal(rig.t.req_keys.key_len, 16);
+    assert_int_equal(rig.t.req_keys.ksn_len, 12);
     /* Directions differ, and the back end derives the same keys from the BDK. */
-    assert_false(mpos_ct_equal(rig.req_keys.mac_key, rig.resp_keys.mac_key, 16));
-    assert_false(mpos_ct_equal(rig.req_keys.data_key, rig.resp_keys.data_key, 16));
+    assert_false(mpos_ct_equal(rig.t.req_keys.mac_key, rig.t.resp_keys.mac_key, 16));
+    assert_false(mpos_ct_equal(rig.t.req_keys.data_key, rig.t.resp_keys.data_key, 16));
     mpos_sealed_keys k;
     for (int dir = MPOS_SEALED_DIR_REQUEST; dir <= MPOS_SEALED_DIR_RESPONSE; dir++) {
-        const mpos_sealed_keys *t = dir == MPOS_SEALED_DIR_REQUEST ? &rig.req_keys : &rig.resp_keys;
-        assert_int_equal(hsm_keys(&rig.hsm, rig.scheme, (enum mpos_sealed_dir)dir, rig.ksn, 12, &k),
-                         MPOS_OK);
+        const mpos_sealed_keys *t =
+            dir == MPOS_SEALED_DIR_REQUEST ? &rig.t.req_keys : &rig.t.resp_keys;
+        assert_int_equal(
+            hsm_keys(&rig.hsm, rig.t.scheme, (enum mpos_sealed_dir)dir, rig.t.ksn, 12, &k),
+            MPOS_OK);
         assert_memory_equal(&k, t, sizeof(k));
     }
 
     rig_init(&rig, MPOS_SEALED_TDES);
     rig_next(&rig);
     tu_hex("042666B4918430A368DE9628D03984C9", expect, 16);
-    assert_memory_equal(rig.req_keys.mac_key, expect, 16);
+    assert_memory_equal(rig.t.req_keys.mac_key, expect, 16);
     tu_hex("042666B49184CFA368DE9628D0397BC9", expect, 16); /* the transaction key */
     expect[4] ^= 0xFF; /* MAC response variant 00000000FF000000 */
     expect[12] ^= 0xFF;
-    assert_memory_equal(rig.resp_keys.mac_key, expect, 16);
+    assert_memory_equal(rig.t.resp_keys.mac_key, expect, 16);
     for (int dir = MPOS_SEALED_DIR_REQUEST; dir <= MPOS_SEALED_DIR_RESPONSE; dir++) {
-        const mpos_sealed_keys *t = dir == MPOS_SEALED_DIR_REQUEST ? &rig.req_keys : &rig.resp_keys;
-        assert_int_equal(hsm_keys(&rig.hsm, rig.scheme, (enum mpos_sealed_dir)dir, rig.ksn, 10, &k),
-                         MPOS_OK);
+        const mpos_sealed_keys *t =
+            dir == MPOS_SEALED_DIR_REQUEST ? &rig.t.req_keys : &rig.t.resp_keys;
+        assert_int_equal(
+            hsm_keys(&rig.hsm, rig.t.scheme, (enum mpos_sealed_dir)dir, rig.t.ksn, 10, &k),
+            MPOS_OK);
         assert_memory_equal(&k, t, sizeof(k));
     }
     /* Key errors. */
@@ -456,13 +346,13 @@ static void test_published_keys(void **state)
         mpos_sealed_keys_set(&k, MPOS_SEALED_TDES, (enum mpos_sealed_dir)3, z, 10, z, z, 16),
         MPOS_ERR_ARG);
     assert_int_equal(
-        mpos_sealed_keys_aes(&k, &cc, &rig.aes, MPOS_SEALED_TDES, MPOS_SEALED_DIR_REQUEST, z),
+        mpos_sealed_keys_aes(&k, &cc, &rig.t.aes, MPOS_SEALED_TDES, MPOS_SEALED_DIR_REQUEST, z),
         MPOS_ERR_ARG);
     /* AES-256 working keys from an AES-128 initial key: the DUKPT module refuses. */
     rig_init(&rig, MPOS_SEALED_AES128);
-    assert_int_equal(mpos_dukpt_aes_terminal_next(&rig.aes, &cc, rig.ksn), MPOS_OK);
-    assert_int_equal(mpos_sealed_keys_aes(&k, &cc, &rig.aes, MPOS_SEALED_AES256,
-                                          MPOS_SEALED_DIR_REQUEST, rig.ksn),
+    assert_int_equal(mpos_dukpt_aes_terminal_next(&rig.t.aes, &cc, rig.t.ksn), MPOS_OK);
+    assert_int_equal(mpos_sealed_keys_aes(&k, &cc, &rig.t.aes, MPOS_SEALED_AES256,
+                                          MPOS_SEALED_DIR_REQUEST, rig.t.ksn),
                      MPOS_ERR_KEY);
     assert_int_equal(k.key_len, 0);
 }
@@ -472,8 +362,8 @@ static void test_published_keys(void **state)
 static void test_round_trip_cards(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     const struct tc_card *all;
     size_t ncards = tc_load(&all);
     for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
@@ -485,7 +375,7 @@ static void test_round_trip_cards(void **state)
             rig_next(&rig);
             chip_sale(&rig, &all[i], 10000 + i, &q);
             int calls = rig.hsm.calls;
-            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg,
+            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg,
                                                       sizeof(msg), &len),
                              MPOS_OK);
             assert_true(len <= MPOS_SEALED_MAX_REQUEST_LEN);
@@ -505,7 +395,7 @@ static void test_round_trip_cards(void **state)
             assert_int_equal(rig.hsm.calls, calls + 1);
             assert_request_equal(&q, &back);
             assert_int_equal(back.scheme, schemes[s]);
-            assert_memory_equal(back.ksn, rig.ksn, rig.ksn_len);
+            assert_memory_equal(back.ksn, rig.t.ksn, rig.t.ksn_len);
             char masked[20];
             assert_int_equal(mpos_msr_mask_pan(all[i].pan, masked), MPOS_OK);
             assert_string_equal(back.masked_pan, masked);
@@ -523,8 +413,8 @@ static void test_round_trip_cards(void **state)
 static void test_round_trip_shapes(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("chip-broken");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "chip-broken");
     for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
         rig_init(&rig, schemes[s]);
         for (int shape = 0; shape < 4; shape++) {
@@ -556,7 +446,7 @@ static void test_round_trip_shapes(void **state)
                 q.amount = 0;
                 break;
             }
-            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg,
+            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg,
                                                       sizeof(msg), &len),
                              MPOS_OK);
             assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
@@ -665,7 +555,7 @@ static void test_property_random_fields(void **state)
             if (q.msg_type == MPOS_SEALED_MSG_REVERSAL) {
                 q.reversal_reason = (uint8_t)(1 + NEXT() % 4);
             }
-            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg,
+            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg,
                                                       sizeof(msg), &len),
                              MPOS_OK);
             assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
@@ -683,8 +573,8 @@ static void test_property_random_fields(void **state)
 static void test_tamper_request(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve-19digit");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve-19digit");
     for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
         mpos_sealed_request q, back;
         size_t len = 0;
@@ -692,7 +582,7 @@ static void test_tamper_request(void **state)
         rig_next(&rig);
         chip_sale(&rig, c, 999, &q);
         assert_int_equal(
-            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+            mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
             MPOS_OK);
         /* Which bytes are the values of which objects: a change in a value is a change the
          * MAC must catch (MPOS_ERR_VERIFY), except in version, scheme and KSN, which pick the
@@ -750,15 +640,15 @@ static void test_tamper_request(void **state)
 static void test_tamper_clear_fields(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     rig_init(&rig, MPOS_SEALED_AES128);
     rig_next(&rig);
     mpos_sealed_request q, back;
     size_t len = 0;
     chip_sale(&rig, c, 100, &q);
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+        mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
         MPOS_OK);
     /* amount n12 at DF26: 100 -> 10000 */
     mpos_tlv obj;
@@ -774,7 +664,7 @@ static void test_tamper_clear_fields(void **state)
     /* A MAC made with a key that is not this KSN's request MAC key (the response one). */
     size_t mac_at = len - (2 + 1 + 16);
     uint8_t mac[16];
-    assert_int_equal(mpos_cmac(&cc, MPOS_CIPHER_AES, rig.resp_keys.mac_key, 16, msg, mac_at, mac),
+    assert_int_equal(mpos_cmac(&cc, MPOS_CIPHER_AES, rig.t.resp_keys.mac_key, 16, msg, mac_at, mac),
                      MPOS_OK);
     memcpy(msg2, msg, len);
     memcpy(msg2 + mac_at + 3, mac, 16);
@@ -797,7 +687,7 @@ static void expect_seal_refused(const mpos_sealed_request *q, int expect)
 {
     size_t len = 77;
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &rig.req_keys, q, NULL, NULL, msg, sizeof(msg), &len),
+        mpos_sealed_seal_request(&cc, &rig.t.req_keys, q, NULL, NULL, msg, sizeof(msg), &len),
         expect);
     assert_int_equal(len, 0);
 }
@@ -805,8 +695,8 @@ static void expect_seal_refused(const mpos_sealed_request *q, int expect)
 static void test_seal_refusals(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     rig_init(&rig, MPOS_SEALED_AES128);
     rig_next(&rig);
     mpos_sealed_request base, q;
@@ -871,46 +761,46 @@ static void test_seal_refusals(void **state)
     /* Keys of the wrong direction, and argument errors. */
     size_t len = 0;
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &rig.resp_keys, &base, NULL, NULL, msg, sizeof(msg), &len),
+        mpos_sealed_seal_request(&cc, &rig.t.resp_keys, &base, NULL, NULL, msg, sizeof(msg), &len),
         MPOS_ERR_ARG);
     assert_int_equal(mpos_sealed_seal_request(&cc, NULL, &base, NULL, NULL, msg, sizeof(msg), &len),
                      MPOS_ERR_ARG);
     /* An output too small, and an RNG that fails: MPOS_ERR_LENGTH / the RNG's error, and the
      * partial output is wiped. */
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &rig.req_keys, &base, NULL, NULL, msg, sizeof(msg), &len),
+        mpos_sealed_seal_request(&cc, &rig.t.req_keys, &base, NULL, NULL, msg, sizeof(msg), &len),
         MPOS_OK);
     for (size_t cap = 0; cap < len; cap += 7) {
         size_t l2 = 1;
         memset(msg2, 0xCC, sizeof(msg2));
         assert_int_equal(
-            mpos_sealed_seal_request(&cc, &rig.req_keys, &base, NULL, NULL, msg2, cap, &l2),
+            mpos_sealed_seal_request(&cc, &rig.t.req_keys, &base, NULL, NULL, msg2, cap, &l2),
             MPOS_ERR_LENGTH);
         assert_int_equal(l2, 0);
         for (size_t k = 0; k < cap; k++) {
             assert_true(msg2[k] == 0 || msg2[k] == 0xCC);
         }
     }
-    assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &base, failing_rng, NULL, msg2,
+    assert_int_equal(mpos_sealed_seal_request(&cc, &rig.t.req_keys, &base, failing_rng, NULL, msg2,
                                               sizeof(msg2), &len),
                      MPOS_ERR_RNG);
     assert_int_equal(len, 0);
     /* The IV is fresh each time: two seals of the same request differ. */
     size_t l1 = 0, l2 = 0;
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &rig.req_keys, &base, NULL, NULL, msg, sizeof(msg), &l1),
+        mpos_sealed_seal_request(&cc, &rig.t.req_keys, &base, NULL, NULL, msg, sizeof(msg), &l1),
         MPOS_OK);
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &rig.req_keys, &base, NULL, NULL, msg2, sizeof(msg2), &l2),
+        mpos_sealed_seal_request(&cc, &rig.t.req_keys, &base, NULL, NULL, msg2, sizeof(msg2), &l2),
         MPOS_OK);
     assert_int_equal(l1, l2);
     assert_memory_not_equal(msg, msg2, l1);
     /* ... and with a fixed RNG, the same bytes (the encoding is deterministic). */
     unsigned n1 = 0, n2 = 0;
-    assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &base, counting_rng, &n1, msg,
+    assert_int_equal(mpos_sealed_seal_request(&cc, &rig.t.req_keys, &base, counting_rng, &n1, msg,
                                               sizeof(msg), &l1),
                      MPOS_OK);
-    assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &base, counting_rng, &n2, msg2,
+    assert_int_equal(mpos_sealed_seal_request(&cc, &rig.t.req_keys, &base, counting_rng, &n2, msg2,
                                               sizeof(msg2), &l2),
                      MPOS_OK);
     assert_int_equal(l1, l2);
@@ -922,15 +812,15 @@ static void test_seal_refusals(void **state)
 static void test_masked_pan_consistency(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     rig_init(&rig, MPOS_SEALED_AES128);
     rig_next(&rig);
     mpos_sealed_request q, back;
     size_t len = 0;
     chip_sale(&rig, c, 100, &q);
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+        mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
         MPOS_OK);
     mpos_tlv obj;
     int found = 0;
@@ -940,9 +830,9 @@ static void test_masked_pan_consistency(void **state)
     size_t at = (size_t)(obj.value - msg);
     msg2[at] = msg2[at] == '9' ? '8' : '9'; /* another BIN digit */
     size_t mac_at = len - (2 + 1 + 16);
-    assert_int_equal(
-        mpos_cmac(&cc, MPOS_CIPHER_AES, rig.req_keys.mac_key, 16, msg2, mac_at, msg2 + mac_at + 3),
-        MPOS_OK);
+    assert_int_equal(mpos_cmac(&cc, MPOS_CIPHER_AES, rig.t.req_keys.mac_key, 16, msg2, mac_at,
+                               msg2 + mac_at + 3),
+                     MPOS_OK);
     assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, len, &back),
                      MPOS_ERR_FORMAT);
 }
@@ -995,7 +885,7 @@ static size_t transact(const struct tc_card *c, uint32_t seq, mpos_sealed_reques
     chip_sale(&rig, c, 4200, &q);
     q.sequence = seq;
     assert_int_equal(
-        mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+        mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
         MPOS_OK);
     assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, back), MPOS_OK);
     sample_response(back, p);
@@ -1008,15 +898,15 @@ static size_t transact(const struct tc_card *c, uint32_t seq, mpos_sealed_reques
 static void test_response(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     static uint8_t resp[MPOS_SEALED_MAX_RESPONSE_LEN + 1], bad[MPOS_SEALED_MAX_RESPONSE_LEN + 1];
     for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
         mpos_sealed_request back;
         mpos_sealed_response p, got;
         rig_init(&rig, schemes[s]);
         size_t len = transact(c, 77, &back, &p, resp);
-        assert_int_equal(mpos_sealed_open_response(&cc, &rig.resp_keys, 77, resp, len, &got),
+        assert_int_equal(mpos_sealed_open_response(&cc, &rig.t.resp_keys, 77, resp, len, &got),
                          MPOS_OK);
         assert_response_equal(&p, &got);
         assert_false(contains(resp, len, p.data, 16)); /* the data travels encrypted */
@@ -1032,7 +922,7 @@ static void test_response(void **state)
         assert_int_equal(mpos_sealed_seal_response(&cc, hsm_keys, &rig.hsm, &d, NULL, NULL, bad,
                                                    sizeof(bad), &dlen),
                          MPOS_OK);
-        assert_int_equal(mpos_sealed_open_response(&cc, &rig.resp_keys, 77, bad, dlen, &got),
+        assert_int_equal(mpos_sealed_open_response(&cc, &rig.t.resp_keys, 77, bad, dlen, &got),
                          MPOS_OK);
         assert_response_equal(&d, &got);
         /* Tampering: every byte, every truncation, one more byte. */
@@ -1040,24 +930,24 @@ static void test_response(void **state)
             memcpy(bad, resp, len);
             bad[i] ^= (uint8_t)(1u << (i % 8));
             memset(&got, 0x5A, sizeof(got));
-            int r = mpos_sealed_open_response(&cc, &rig.resp_keys, 77, bad, len, &got);
+            int r = mpos_sealed_open_response(&cc, &rig.t.resp_keys, 77, bad, len, &got);
             assert_true(r == MPOS_ERR_VERIFY || r == MPOS_ERR_FORMAT);
             uint8_t zero[sizeof(got)];
             memset(zero, 0, sizeof(zero));
             assert_memory_equal(&got, zero, sizeof(got));
         }
         for (size_t k = 0; k < len; k++) {
-            assert_int_not_equal(mpos_sealed_open_response(&cc, &rig.resp_keys, 77, resp, k, &got),
-                                 MPOS_OK);
+            assert_int_not_equal(
+                mpos_sealed_open_response(&cc, &rig.t.resp_keys, 77, resp, k, &got), MPOS_OK);
         }
         resp[len] = 0;
-        assert_int_equal(mpos_sealed_open_response(&cc, &rig.resp_keys, 77, resp, len + 1, &got),
+        assert_int_equal(mpos_sealed_open_response(&cc, &rig.t.resp_keys, 77, resp, len + 1, &got),
                          MPOS_ERR_FORMAT);
         /* Another sequence number: not the answer to this request. */
-        assert_int_equal(mpos_sealed_open_response(&cc, &rig.resp_keys, 78, resp, len, &got),
+        assert_int_equal(mpos_sealed_open_response(&cc, &rig.t.resp_keys, 78, resp, len, &got),
                          MPOS_ERR_VERIFY);
         /* Request keys used for a response: refused before anything else. */
-        assert_int_equal(mpos_sealed_open_response(&cc, &rig.req_keys, 77, resp, len, &got),
+        assert_int_equal(mpos_sealed_open_response(&cc, &rig.t.req_keys, 77, resp, len, &got),
                          MPOS_ERR_ARG);
     }
 }
@@ -1143,8 +1033,8 @@ static size_t reforge_reason(const mpos_sealed_keys *keys, const uint8_t *m, siz
 static void test_reversal_reason(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
         rig_init(&rig, schemes[s]);
         for (uint8_t reason = MPOS_SEALED_REV_NO_RESPONSE; reason <= MPOS_SEALED_REV_CANCELLED;
@@ -1158,7 +1048,7 @@ static void test_reversal_reason(void **state)
             q.has_pin = 0;
             memset(&q.card, 0, sizeof(q.card));
             q.reversal_reason = reason;
-            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg,
+            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg,
                                                       sizeof(msg), &len),
                              MPOS_OK);
             assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
@@ -1175,14 +1065,14 @@ static void test_reversal_reason(void **state)
             assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, len, &back),
                              MPOS_ERR_VERIFY);
             /* Re-MAC'd by someone with the keys: another valid reason opens as that one ... */
-            n = reforge_reason(&rig.req_keys, msg, len, reason % 4 + 1, msg2);
+            n = reforge_reason(&rig.t.req_keys, msg, len, reason % 4 + 1, msg2);
             assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                              MPOS_OK);
             assert_int_equal(back.reversal_reason, reason % 4 + 1);
             /* ... but no reason, or one out of range, is malformed. */
             static const int bad[] = {-1, 0, 5, 0x80, 0xFF};
             for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
-                n = reforge_reason(&rig.req_keys, msg, len, bad[b], msg2);
+                n = reforge_reason(&rig.t.req_keys, msg, len, bad[b], msg2);
                 memset(&back, 0x5A, sizeof(back));
                 assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                                  MPOS_ERR_FORMAT);
@@ -1193,19 +1083,19 @@ static void test_reversal_reason(void **state)
             /* A request has no reason: with one, even 0, it is malformed. */
             q.msg_type = MPOS_SEALED_MSG_REQUEST;
             q.reversal_reason = 0;
-            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg,
+            assert_int_equal(mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg,
                                                       sizeof(msg), &len),
                              MPOS_OK);
             assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
                              MPOS_OK);
             assert_int_equal(back.reversal_reason, 0);
             for (int r = 0; r <= 4; r += 2) {
-                n = reforge_reason(&rig.req_keys, msg, len, r == 0 ? 0 : reason, msg2);
+                n = reforge_reason(&rig.t.req_keys, msg, len, r == 0 ? 0 : reason, msg2);
                 assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                                  MPOS_ERR_FORMAT);
             }
             /* The reforging itself is sound: without DF34 the request opens again. */
-            n = reforge_reason(&rig.req_keys, msg, len, -1, msg2);
+            n = reforge_reason(&rig.t.req_keys, msg, len, -1, msg2);
             assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                              MPOS_OK);
         }
@@ -1250,8 +1140,8 @@ static size_t reforge_retry(const mpos_sealed_keys *keys, const uint8_t *m, size
 static void test_retry_flag(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
         mpos_sealed_request q, back;
         size_t len = 0, n, mac_len = schemes[s] == MPOS_SEALED_TDES ? 8 : 16;
@@ -1262,7 +1152,7 @@ static void test_retry_flag(void **state)
         chip_sale(&rig, c, 4200, &q);
         /* A first send has no flag. */
         assert_int_equal(
-            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+            mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
             MPOS_OK);
         assert_false(contains(msg, len, (const uint8_t[]){0xDF, 0x35}, 2));
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
@@ -1271,10 +1161,10 @@ static void test_retry_flag(void **state)
         /* With a PIN block, a retry cannot be sealed ... */
         q.retry = 1;
         assert_int_equal(
-            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg2, sizeof(msg2), &n),
+            mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg2, sizeof(msg2), &n),
             MPOS_ERR_FORMAT);
         /* ... nor opened when someone with the keys adds the flag. */
-        n = reforge_retry(&rig.req_keys, msg, len, 1, 0, msg2);
+        n = reforge_retry(&rig.t.req_keys, msg, len, 1, 0, msg2);
         memset(&back, 0x5A, sizeof(back));
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                          MPOS_ERR_FORMAT);
@@ -1286,14 +1176,14 @@ static void test_retry_flag(void **state)
         q.pin_block_len = 0;
         memset(q.pin_block, 0, sizeof(q.pin_block));
         assert_int_equal(
-            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+            mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
             MPOS_OK);
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg, len, &back),
                          MPOS_OK);
         assert_request_equal(&q, &back);
         assert_int_equal(back.retry, 1);
         assert_int_equal(back.sequence, 1001);
-        assert_memory_equal(back.ksn, rig.req_keys.ksn, rig.req_keys.ksn_len);
+        assert_memory_equal(back.ksn, rig.t.req_keys.ksn, rig.t.req_keys.ksn_len);
         /* In clear, the last object before the MAC. */
         const uint8_t tlv[4] = {0xDF, 0x35, 0x01, 0x01};
         assert_memory_equal(msg + len - (3 + mac_len) - 4, tlv, 4);
@@ -1307,11 +1197,11 @@ static void test_retry_flag(void **state)
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, len - 4, &back),
                          MPOS_ERR_VERIFY);
         /* Re-MAC'd by someone with the keys: no flag opens as a first send, 1 as a retry ... */
-        n = reforge_retry(&rig.req_keys, msg, len, -1, 0, msg2);
+        n = reforge_retry(&rig.t.req_keys, msg, len, -1, 0, msg2);
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                          MPOS_OK);
         assert_int_equal(back.retry, 0);
-        n = reforge_retry(&rig.req_keys, msg, len, 1, 0, msg2);
+        n = reforge_retry(&rig.t.req_keys, msg, len, 1, 0, msg2);
         assert_int_equal(n, len);
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                          MPOS_OK);
@@ -1319,13 +1209,13 @@ static void test_retry_flag(void **state)
         /* ... any other value, or the flag out of order (before DF34's place), is malformed. */
         static const int bad[] = {0, 2, 0x80, 0xFF};
         for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
-            n = reforge_retry(&rig.req_keys, msg, len, bad[b], 0, msg2);
+            n = reforge_retry(&rig.t.req_keys, msg, len, bad[b], 0, msg2);
             memset(&back, 0x5A, sizeof(back));
             assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                              MPOS_ERR_FORMAT);
             assert_memory_equal(&back, zero, sizeof(back));
         }
-        n = reforge_retry(&rig.req_keys, msg, len, 1, 0xDF30, msg2);
+        n = reforge_retry(&rig.t.req_keys, msg, len, 1, 0xDF30, msg2);
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                          MPOS_ERR_FORMAT);
         /* A reversal is never a retry: DF35 after its DF34, re-MAC'd, is malformed. */
@@ -1336,17 +1226,17 @@ static void test_retry_flag(void **state)
         memset(&q.card, 0, sizeof(q.card));
         q.reversal_reason = MPOS_SEALED_REV_NO_RESPONSE;
         assert_int_equal(
-            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
+            mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg, sizeof(msg), &len),
             MPOS_OK);
-        n = reforge_retry(&rig.req_keys, msg, len, 1, 0, msg2);
+        n = reforge_retry(&rig.t.req_keys, msg, len, 1, 0, msg2);
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                          MPOS_ERR_FORMAT);
-        n = reforge_retry(&rig.req_keys, msg, len, -1, 0, msg2);
+        n = reforge_retry(&rig.t.req_keys, msg, len, -1, 0, msg2);
         assert_int_equal(mpos_sealed_open_request(&cc, hsm_keys, &rig.hsm, msg2, n, &back),
                          MPOS_OK);
         q.retry = 1;
         assert_int_equal(
-            mpos_sealed_seal_request(&cc, &rig.req_keys, &q, NULL, NULL, msg2, sizeof(msg2), &n),
+            mpos_sealed_seal_request(&cc, &rig.t.req_keys, &q, NULL, NULL, msg2, sizeof(msg2), &n),
             MPOS_ERR_FORMAT);
     }
 }
@@ -1357,8 +1247,8 @@ static void test_retry_flag(void **state)
 static void test_response_binding(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     static uint8_t r1[MPOS_SEALED_MAX_RESPONSE_LEN], r2[MPOS_SEALED_MAX_RESPONSE_LEN];
     for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
         mpos_sealed_request b1, b2;
@@ -1366,15 +1256,15 @@ static void test_response_binding(void **state)
         mpos_sealed_keys k1;
         rig_init(&rig, schemes[s]);
         size_t l1 = transact(c, 500, &b1, &p1, r1);
-        k1 = rig.resp_keys;
+        k1 = rig.t.resp_keys;
         size_t l2 = transact(c, 500, &b2, &p2, r2); /* the retry: same sequence, new KSN */
         assert_int_equal(b1.sequence, b2.sequence);
         assert_memory_not_equal(b1.ksn, b2.ksn, b1.ksn_len);
         assert_int_equal(mpos_sealed_open_response(&cc, &k1, 500, r1, l1, &got), MPOS_OK);
-        assert_int_equal(mpos_sealed_open_response(&cc, &rig.resp_keys, 500, r2, l2, &got),
+        assert_int_equal(mpos_sealed_open_response(&cc, &rig.t.resp_keys, 500, r2, l2, &got),
                          MPOS_OK);
         assert_int_equal(mpos_sealed_open_response(&cc, &k1, 500, r2, l2, &got), MPOS_ERR_VERIFY);
-        assert_int_equal(mpos_sealed_open_response(&cc, &rig.resp_keys, 500, r1, l1, &got),
+        assert_int_equal(mpos_sealed_open_response(&cc, &rig.t.resp_keys, 500, r1, l1, &got),
                          MPOS_ERR_VERIFY);
         /* A response MAC'd with this request's keys but echoing another KSN (a back end whose
          * key provider answered for the wrong KSN; the sealer would refuse that provider, so
@@ -1399,7 +1289,7 @@ static void test_response_malformed(void **state)
     (void)state;
     rig_init(&rig, MPOS_SEALED_AES128);
     rig_next(&rig);
-    const mpos_sealed_keys *k = &rig.resp_keys;
+    const mpos_sealed_keys *k = &rig.t.resp_keys;
     mpos_sealed_response got;
     uint8_t zero[sizeof(got)];
     memset(zero, 0, sizeof(zero));
@@ -1470,8 +1360,8 @@ static void test_response_malformed(void **state)
 static void test_response_refusals(void **state)
 {
     (void)state;
-    const struct tc_card *c = need_card("approve");
-    SKIP_WITHOUT(c);
+    const struct tc_card *c;
+    STK_NEED_CARD(c, "approve");
     static uint8_t out[MPOS_SEALED_MAX_RESPONSE_LEN];
     mpos_sealed_request back;
     mpos_sealed_response p, q;
@@ -1511,7 +1401,7 @@ static void test_response_refusals(void **state)
         mpos_sealed_seal_response(&cc, hsm_keys, &rig.hsm, &q, NULL, NULL, out, sizeof(out), &len),
         MPOS_OK);
     mpos_sealed_response got;
-    assert_int_equal(mpos_sealed_open_response(&cc, &rig.resp_keys, 9, out, len, &got), MPOS_OK);
+    assert_int_equal(mpos_sealed_open_response(&cc, &rig.t.resp_keys, 9, out, len, &got), MPOS_OK);
     assert_response_equal(&q, &got);
 }
 
